@@ -1,0 +1,173 @@
+"""TaskGroup: a named set of a manager's tasks that can be awaited together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, final
+
+import outcome
+import trio
+
+from ._exceptions import TaskCancelled, TaskRejected
+from ._starter import TaskStarter
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._handle import ErrorHandler, TaskHandle
+    from ._manager import TaskManager
+    from ._retry import Retry
+
+
+@final
+class TaskGroup(TaskStarter):
+    """Tasks started together and awaited together: ``async with tm.open_group("name") as g``.
+
+    The tasks run in the manager's nursery (so the manager's caps, shielding and close rules apply
+    and they show in ``active_tasks``); the group only tracks them. Leaving the block waits for
+    all of them. If the block raises, or is cancelled while waiting, the group's unshielded tasks
+    are cancelled and the exception propagates at once; the manager still owns and waits for
+    them. Made by :meth:`TaskManager.open_group`, never by hand.
+    """
+
+    __slots__ = ("_done", "_entered", "_exited", "_handles", "_manager", "_name", "_unfinished")
+    _manager: TaskManager
+    _name: str
+    _handles: list[TaskHandle[Any]]
+    _unfinished: int
+    _done: trio.Event | None
+    _entered: bool
+    _exited: bool
+
+    def __init__(self) -> None:
+        raise TypeError("trio_bg.TaskGroup has no public constructor; use tm.open_group(name)")
+
+    @classmethod
+    def _create(cls, manager: TaskManager, name: str) -> TaskGroup:
+        if type(name) is not str:
+            raise TypeError(f"group name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("group name must be a non-empty string")
+        self = object.__new__(cls)
+        self._manager = manager
+        self._name = name
+        self._handles = []
+        self._unfinished = 0
+        self._done = None
+        self._entered = False
+        self._exited = False
+        return self
+
+    @property
+    def name(self) -> str:
+        """The group's name."""
+        return self._name
+
+    @property
+    def handles(self) -> tuple[TaskHandle[Any], ...]:
+        """The group's tasks, in start order."""
+        return tuple(self._handles)
+
+    def _spawn(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shield: bool,
+        timeout: float | None,
+        retry: Retry | None,
+        on_error: ErrorHandler | None,
+        key: str | None,
+        always: bool,
+    ) -> TaskHandle[Any]:
+        if not self._entered:
+            raise RuntimeError(
+                f"enter group {self._name!r} with 'async with' before starting tasks"
+            )
+        if self._exited:
+            raise TaskRejected(f"group {self._name!r} is closed to new tasks")
+        return self._manager._spawn(
+            method, name, fn, args, shield, timeout, retry, on_error, key, always, group=self
+        )
+
+    def _add(self, handle: TaskHandle[Any]) -> None:
+        self._handles.append(handle)
+        self._unfinished += 1
+
+    def _task_done(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._done is not None:
+            self._done.set()
+            self._done = None
+
+    async def _wait(self) -> None:
+        if self._unfinished == 0:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
+
+    async def wait_all(self) -> list[Any]:
+        """Wait for every task of the group; return their values in start order.
+
+        Raises:
+            BaseExceptionGroup: if any task failed or was cancelled, holding each failure (the
+                task's own exception object) and a TaskCancelled for each cancelled task, in
+                start order, once every task is done.
+        """
+        await self._wait()
+        values: list[Any] = []
+        errors: list[BaseException] = []
+        for handle in self._handles:
+            result = handle.outcome
+            if isinstance(result, outcome.Value):
+                values.append(result.value)
+            elif isinstance(result, outcome.Error):
+                errors.append(result.error)
+            else:
+                errors.append(TaskCancelled(f"task {handle.name!r} ({handle.id}) was cancelled"))
+        if errors:
+            raise BaseExceptionGroup(
+                f"{len(errors)} of {len(self._handles)} tasks in group {self._name!r} failed",
+                errors,
+            )
+        return values
+
+    def _cancel_unshielded(self) -> None:
+        for handle in self._handles:
+            if not handle.shielded:
+                handle.cancel()
+
+    async def __aenter__(self) -> TaskGroup:
+        if self._entered:
+            raise RuntimeError(f"group {self._name!r} was already entered")
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exited = True
+        if exc is not None:
+            self._cancel_unshielded()
+            return
+        try:
+            await self._wait()
+        except BaseException:
+            self._cancel_unshielded()
+            raise
+
+    def __enter__(self) -> TaskGroup:
+        raise TypeError("use 'async with tm.open_group(...)', not 'with'")
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
+
+    def __repr__(self) -> str:
+        size = len(self._handles)
+        return f"<TaskGroup {self._name!r} tasks={size} unfinished={self._unfinished}>"

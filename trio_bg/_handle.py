@@ -1,0 +1,229 @@
+"""TaskHandle: one task's identity, state and result, awaitable by any number of tasks."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import outcome
+import trio
+
+from ._exceptions import TaskCancelled
+from ._state import TaskState, Timing
+
+if TYPE_CHECKING:
+    from ._group import TaskGroup
+    from ._manager import TaskManager
+    from ._retry import Retry
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+ErrorHandler = Callable[["TaskHandle[Any]", BaseException], "Awaitable[None] | None"]
+"""``handler(handle, exc)``: called once per failed task; may be sync or async."""
+
+
+def _timestamp(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@final
+class TaskHandle(Generic[T]):
+    """A started task: what it is, where it is in its life, and its result once it has one.
+
+    Handles are made by a :class:`~trio_bg.TaskManager`; they are never constructed by hand. A
+    handle holds no reference to its function or arguments once the task has started, and none
+    to its manager once the task is done, so finished handles are freed by reference counting.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_always",
+        "_args",
+        "_attempts",
+        "_cancel_requested",
+        "_context",
+        "_created",
+        "_event",
+        "_finished",
+        "_fn",
+        "_group",
+        "_in_queue",
+        "_is_async",
+        "_key",
+        "_manager",
+        "_n",
+        "_name",
+        "_on_error",
+        "_outcome",
+        "_retry",
+        "_scope",
+        "_shield",
+        "_started",
+        "_state",
+        "_timeout",
+        "_timing",
+    )
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        n: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        is_async: bool,
+        shield: bool,
+        timing: Timing,
+    ) -> None:
+        self._manager: TaskManager | None = manager
+        self._n = n
+        self._name = name
+        self._fn: Callable[..., Any] | None = fn
+        self._args: tuple[Any, ...] | None = args
+        self._is_async = is_async
+        self._shield = shield
+        self._timing = timing
+        self._state = TaskState.PENDING
+        self._created = time.time()
+        self._started: float | None = None
+        self._finished: float | None = None
+        self._attempts = 0
+        self._outcome: outcome.Outcome[T] | None = None
+        self._event: trio.Event | None = None
+        self._scope: trio.CancelScope | None = None
+        self._cancel_requested = False
+        self._timeout: float | None = None
+        self._retry: Retry | None = None
+        self._on_error: ErrorHandler | None = None
+        self._key: str | None = None
+        self._group: TaskGroup | None = None
+        self._context: contextvars.Context | None = None
+        self._always = False
+        self._in_queue = False
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """Unique in the process: ``"task-<n>"``."""
+        return f"task-{self._n}"
+
+    @property
+    def name(self) -> str:
+        """The name given at start, or the function's qualified name."""
+        return self._name
+
+    @property
+    def shielded(self) -> bool:
+        """Whether the task was started with ``shield=True``."""
+        return self._shield
+
+    @property
+    def timing(self) -> Timing:
+        """When the task is started relative to its request (IMMEDIATE outside requests)."""
+        return self._timing
+
+    @property
+    def group(self) -> str | None:
+        """The name of the group the task belongs to, if any."""
+        return None if self._group is None else self._group.name
+
+    @property
+    def key(self) -> str | None:
+        """The de-duplication key given at start, if any."""
+        return self._key
+
+    # -- life ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> TaskState:
+        """The current :class:`~trio_bg.TaskState`."""
+        return self._state
+
+    @property
+    def done(self) -> bool:
+        """True once the task is SUCCEEDED, FAILED or CANCELLED."""
+        return self._state.done
+
+    @property
+    def attempts(self) -> int:
+        """How many times the function has been called (0 before it started; retries count)."""
+        return self._attempts
+
+    @property
+    def created_at(self) -> datetime:
+        """When the start was accepted (UTC)."""
+        created = _timestamp(self._created)
+        assert created is not None
+        return created
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the task began to run (UTC), or None if it has not (or never will)."""
+        return _timestamp(self._started)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the task reached its terminal state (UTC), or None while active."""
+        return _timestamp(self._finished)
+
+    @property
+    def outcome(self) -> outcome.Outcome[T] | None:
+        """``outcome.Value`` or ``outcome.Error`` once SUCCEEDED or FAILED; None otherwise.
+
+        Read ``.value`` / ``.error`` on it; do not ``unwrap()`` it, which works only once.
+        """
+        return self._outcome
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Return once the task is done, whatever its result.
+
+        Cancelling the caller stops the wait; it does not cancel the task.
+        """
+        if self._state.done:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    async def get(self) -> T:
+        """Wait for the task and return its value, or raise its exception.
+
+        Any number of callers may wait, before or after the task finished; each gets the same
+        value or the same exception object. A cancelled or discarded task raises
+        :class:`~trio_bg.TaskCancelled`. Cancelling the caller stops the wait; it does not cancel
+        the task.
+        """
+        await self.wait()
+        result = self._outcome
+        if isinstance(result, outcome.Value):
+            value: T = result.value
+            return value
+        if isinstance(result, outcome.Error):
+            raise result.error
+        raise TaskCancelled(f"task {self._name!r} ({self.id}) was cancelled")
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the task; return False if it was already done.
+
+        A PENDING task ends CANCELLED at once, without running. A RUNNING task is cancelled at
+        its next checkpoint, shielded or not (explicit beats implicit), and ends CANCELLED unless
+        it returns or raises before reaching one.
+        """
+        manager = self._manager
+        if manager is None or self._state.done:
+            return False
+        manager._cancel_handle(self)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id} {self._name!r} {self._state.value}>"

@@ -1,0 +1,871 @@
+"""TaskManager: named background tasks in a nursery, with exact accounting and a close policy.
+
+Data flows one way: a start makes a :class:`~trio_bg.TaskHandle`, the handle waits (PENDING) for a
+running slot or its timing point, runs in the manager's nursery inside its own cancel scope, and
+ends in exactly one terminal state with its result captured as an ``outcome``. No task's exception
+ever reaches the nursery, so one failure never cancels anything else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import itertools
+import math
+import time
+import types
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast, final
+
+import outcome
+import trio
+
+from ._callables import is_async_callable, reject_non_function
+from ._exceptions import TaskRejected
+from ._handle import ErrorHandler, TaskHandle
+from ._log import logger
+from ._retry import Retry
+from ._starter import TaskStarter
+from ._state import TaskState, Timing
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._deferred import DeferredStarter
+    from ._group import TaskGroup
+
+_task_numbers = itertools.count(1)
+_CO_COROUTINE = inspect.CO_COROUTINE
+_FunctionType = types.FunctionType
+_PENDING = TaskState.PENDING
+_RUNNING = TaskState.RUNNING
+_SUCCEEDED = TaskState.SUCCEEDED
+_FAILED = TaskState.FAILED
+_CANCELLED = TaskState.CANCELLED
+_IMMEDIATE = Timing.IMMEDIATE
+_INF = math.inf
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TaskStatistics:
+    """Counters of a manager at one moment.
+
+    ``started == pending + running + succeeded + failed + cancelled`` always holds. ``rejected``
+    counts refused starts, for which no handle exists.
+    """
+
+    started: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    rejected: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What a manager's close did: how long it took and which tasks it had to cancel."""
+
+    manager: str
+    duration: float
+    """Seconds from the start of the close to its end (on trio's clock)."""
+    cancelled: tuple[TaskHandle[Any], ...]
+    """Every task cancelled by the shutdown (or an outer cancellation), oldest first."""
+
+    def __str__(self) -> str:
+        if not self.cancelled:
+            return f"task manager {self.manager!r} closed in {self.duration:.3f} s; no task dropped"
+        names = ", ".join(f"{h.name!r} ({h.id})" for h in self.cancelled)
+        return (
+            f"task manager {self.manager!r} closed in {self.duration:.3f} s; "
+            f"{len(self.cancelled)} task(s) cancelled by the shutdown: {names}"
+        )
+
+
+def _check_seconds(what: str, value: object, *, allow_inf: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (value == _INF and not allow_inf):
+        raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_cap(what: str, value: object, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int or None, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be None or >= {minimum}, got {value}")
+    return value
+
+
+def _check_handler(what: str, handler: object) -> None:
+    if handler is not None and not callable(handler):
+        raise TypeError(f"{what} must be callable or None, got {type(handler).__name__}")
+
+
+def _split_cancelled(
+    group: BaseExceptionGroup[BaseException],
+) -> tuple[BaseExceptionGroup[BaseException] | None, BaseExceptionGroup[BaseException] | None]:
+    return group.split(trio.Cancelled)
+
+
+def _all_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return _split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))[1] is None
+    return False
+
+
+@final
+class TaskManager(TaskStarter):
+    """Runs named background tasks in a nursery it owns; reachable only through
+    ``async with trio_bg.open_task_manager() as tm``.
+
+    Cancellation: a task runs inside its own cancel scope, nested in the scopes that surround the
+    manager's ``async with``. An outer cancellation therefore stops unshielded tasks at once;
+    shielded ones run on until ``shield_timeout`` seconds after it reached the manager.
+    ``handle.cancel()`` and ``cancel(id)`` cancel one task (shielded or not);
+    ``cancel_all()`` cancels the unshielded ones.
+
+    Closing (leaving ``async with``) refuses new tasks, waits up to ``grace_period`` for the
+    active ones, cancels the unshielded ones, gives shielded ones up to ``shield_timeout`` from
+    the start of the close, cancels them too, and logs one report naming every task it cancelled.
+    If the ``async with`` body raised (or was cancelled), there is no grace period: unshielded
+    tasks are cancelled at once and shielded ones get ``shield_timeout``; the body's exception
+    then propagates unchanged. A manager with ``grace_period=math.inf`` waits for its tasks
+    without limit; its shutdown begins only when it is cancelled from outside.
+    """
+
+    # Set by _setup(); the public constructor is refused.
+    _name: str
+    _max_running: int | None
+    _max_pending: int | None
+    _max_tasks: int | None
+    _grace: float
+    _shield_timeout: float
+    _on_error: ErrorHandler | None
+    _limiter: trio.CapacityLimiter | None
+    _nursery: trio.Nursery | None
+    _active: dict[int, TaskHandle[Any]]
+    _keys: dict[str, TaskHandle[Any]]
+    _queue: deque[TaskHandle[Any]]
+    _deferred: dict[Timing, list[TaskHandle[Any]]]
+    _fired: set[Timing]
+    _timing_points: dict[Timing, DeferredStarter] | None
+    _add_task_timing: Timing
+    _recent: deque[TaskHandle[Any]]
+    _closed: bool
+    _closing: bool
+    _shield_deadline: float
+    _dropped: list[TaskHandle[Any]]
+    _idle: trio.Event | None
+    _report: ShutdownReport | None
+    _started: int
+    _queued: int
+    _waiting: int
+    _running: int
+    _succeeded: int
+    _failed: int
+    _cancelled: int
+    _rejected: int
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "trio_bg.TaskManager has no public constructor; "
+            "use 'async with trio_bg.open_task_manager() as tm'"
+        )
+
+    @classmethod
+    def _create(
+        cls,
+        *,
+        name: str,
+        max_running: int | None = None,
+        max_pending: int | None = None,
+        max_tasks: int | None = None,
+        grace_period: float = 5.0,
+        shield_timeout: float = 30.0,
+        on_error: ErrorHandler | None = None,
+        max_threads: int | None = None,
+        recent_limit: int = 100,
+        timing_points: bool = False,
+        add_task_timing: Timing = _IMMEDIATE,
+    ) -> TaskManager:
+        self = object.__new__(cls)
+        self._name = name
+        self._max_running = max_running
+        self._max_pending = max_pending
+        self._max_tasks = max_tasks
+        self._grace = grace_period
+        self._shield_timeout = shield_timeout
+        self._on_error = on_error
+        self._limiter = None if max_threads is None else trio.CapacityLimiter(max_threads)
+        self._nursery = None
+        self._active = {}
+        self._keys = {}
+        self._queue = deque()
+        self._deferred = {}
+        self._fired = set()
+        self._timing_points = None
+        if timing_points:
+            from ._deferred import DeferredStarter
+
+            self._timing_points = {
+                timing: DeferredStarter._create(self, timing)
+                for timing in (Timing.AFTER_ROUTE, Timing.AFTER_RESPONSE)
+            }
+        self._add_task_timing = add_task_timing
+        self._recent = deque(maxlen=recent_limit)
+        self._closed = False
+        self._closing = False
+        self._shield_deadline = _INF
+        self._dropped = []
+        self._idle = None
+        self._report = None
+        self._started = self._queued = self._waiting = self._running = 0
+        self._succeeded = self._failed = self._cancelled = self._rejected = 0
+        return self
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The manager's name, used in logs and reports."""
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        """True once the close has begun: every start is refused from then on."""
+        return self._closed
+
+    @property
+    def active_tasks(self) -> tuple[TaskHandle[Any], ...]:
+        """PENDING and RUNNING tasks, oldest first."""
+        return tuple(self._active.values())
+
+    @property
+    def active_count(self) -> int:
+        """How many tasks are PENDING or RUNNING."""
+        return len(self._active)
+
+    @property
+    def recent(self) -> deque[TaskHandle[Any]]:
+        """The most recently finished handles, newest last (bounded; treat as read-only)."""
+        return self._recent
+
+    @property
+    def shutdown_report(self) -> ShutdownReport | None:
+        """The report of the close, once the manager has closed."""
+        return self._report
+
+    def statistics(self) -> TaskStatistics:
+        """A frozen snapshot of the counters."""
+        return TaskStatistics(
+            started=self._started,
+            pending=self._queued + self._waiting,
+            running=self._running,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            rejected=self._rejected,
+        )
+
+    def get(self, task_id: str) -> TaskHandle[Any] | None:
+        """The handle of an active or recently finished task, or None."""
+        n = _task_number(task_id)
+        if n is None:
+            return None
+        handle = self._active.get(n)
+        if handle is not None:
+            return handle
+        for handle in self._recent:
+            if handle._n == n:
+                return handle
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskManager {self._name!r} running={self._running} "
+            f"pending={self._queued + self._waiting} closed={self._closed}>"
+        )
+
+    # -- timing points ---------------------------------------------------------------------
+
+    @property
+    def after_route(self) -> DeferredStarter:
+        """Start tasks when the handler sends ``http.response.start`` (request managers only)."""
+        return self._timing_point(Timing.AFTER_ROUTE)
+
+    @property
+    def after_response(self) -> DeferredStarter:
+        """Start tasks once the final response body is sent (request managers only)."""
+        return self._timing_point(Timing.AFTER_RESPONSE)
+
+    def _timing_point(self, timing: Timing) -> DeferredStarter:
+        if self._timing_points is None:
+            raise RuntimeError(
+                f"task manager {self._name!r} has no timing points: {timing.value} tasks "
+                "belong to a request manager (trio_bg.asgi.request_tasks(scope))"
+            )
+        return self._timing_points[timing]
+
+    def _fire(self, timing: Timing) -> None:
+        """Start the tasks waiting for ``timing``; later starts at that timing run at once."""
+        self._fired.add(timing)
+        for handle in self._deferred.pop(timing, ()):
+            if handle._state is _PENDING:
+                self._waiting -= 1
+                self._schedule(handle)
+
+    def _discard_deferred(self) -> list[TaskHandle[Any]]:
+        """Settle the tasks whose timing point never came: ``always`` ones start, the rest end
+        CANCELLED. Returns the discarded handles."""
+        discarded: list[TaskHandle[Any]] = []
+        deferred, self._deferred = self._deferred, {}
+        for handles in deferred.values():
+            for handle in handles:
+                if handle._state is not _PENDING:
+                    continue
+                self._waiting -= 1
+                if handle._always:
+                    self._schedule(handle)
+                else:
+                    discarded.append(handle)
+                    self._finish(handle, _CANCELLED, None, report=False)
+        return discarded
+
+    # -- starting --------------------------------------------------------------------------
+
+    def _add_task(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> TaskHandle[Any]:
+        if self._add_task_timing is not _IMMEDIATE:
+            return self._timing_point(self._add_task_timing)._add_task(name, fn, args)
+        return self._spawn("add_task", name, fn, args, False, None, None, None, None, False)
+
+    def _spawn(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shield: bool,
+        timeout: float | None,
+        retry: Retry | None,
+        on_error: ErrorHandler | None,
+        key: str | None,
+        always: bool,
+        timing: Timing = _IMMEDIATE,
+        group: TaskGroup | None = None,
+    ) -> TaskHandle[Any]:
+        # Validate everything before anything is created: a refusal starts nothing.
+        if type(fn) is _FunctionType:
+            is_async = bool(fn.__code__.co_flags & _CO_COROUTINE)
+        else:
+            reject_non_function(method, fn)
+            is_async = is_async_callable(fn)
+        if type(name) is not str:
+            raise TypeError(f"task name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("task name must be a non-empty string")
+        if timeout is not None:
+            timeout = _check_seconds("timeout", timeout, allow_inf=True)
+        retry_policy = cast(object, retry)
+        if retry_policy is not None and not isinstance(retry_policy, Retry):
+            raise TypeError(
+                f"retry must be a trio_bg.Retry or None, got {type(retry_policy).__name__}"
+            )
+        if on_error is not None:
+            _check_handler("on_error", on_error)
+        if key is not None:
+            if type(key) is not str:
+                raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+            existing = self._keys.get(key)
+            if existing is not None:
+                return existing
+        if self._closed:
+            self._rejected += 1
+            raise TaskRejected(f"task manager {self._name!r} is closed to new tasks")
+        if self._max_tasks is not None and self._started >= self._max_tasks:
+            self._rejected += 1
+            raise TaskRejected(
+                f"task manager {self._name!r} reached its cap of {self._max_tasks} tasks"
+            )
+        deferred = timing is not _IMMEDIATE and timing not in self._fired
+        must_queue = (
+            not deferred and self._max_running is not None and self._running >= self._max_running
+        )
+        if must_queue and self._max_pending is not None and self._queued >= self._max_pending:
+            self._rejected += 1
+            raise TaskRejected(
+                f"task manager {self._name!r} has {self._queued} pending tasks "
+                f"(max_pending={self._max_pending})"
+            )
+
+        handle: TaskHandle[Any] = TaskHandle(
+            self, next(_task_numbers), name, fn, args, is_async, shield, timing
+        )
+        if timeout is not None:
+            handle._timeout = timeout
+        if retry is not None:
+            handle._retry = retry
+        if on_error is not None:
+            handle._on_error = on_error
+        if key is not None:
+            handle._key = key
+            self._keys[key] = handle
+        if group is not None:
+            handle._group = group
+            group._add(handle)
+        self._active[handle._n] = handle
+        self._started += 1
+        if deferred:
+            handle._always = always
+            handle._context = contextvars.copy_context()
+            self._deferred.setdefault(timing, []).append(handle)
+            self._waiting += 1
+        elif must_queue:
+            handle._context = contextvars.copy_context()
+            handle._in_queue = True
+            self._queue.append(handle)
+            self._queued += 1
+        else:
+            self._launch(handle)
+        return handle
+
+    def _schedule(self, handle: TaskHandle[Any]) -> None:
+        """Launch a PENDING handle now, or queue it for a running slot."""
+        if self._max_running is not None and self._running >= self._max_running:
+            handle._in_queue = True
+            self._queue.append(handle)
+            self._queued += 1
+        else:
+            self._launch(handle)
+
+    def _launch(self, handle: TaskHandle[Any]) -> None:
+        """Give a PENDING handle a running slot and spawn it in the nursery."""
+        nursery = self._nursery
+        assert nursery is not None
+        handle._state = _RUNNING
+        self._running += 1
+        scope = trio.CancelScope(shield=handle._shield)
+        if handle._shield and self._shield_deadline != _INF:
+            scope.deadline = self._shield_deadline
+        handle._scope = scope
+        context = handle._context
+        if context is None:
+            nursery.start_soon(self._run, handle, name=handle._name)
+        else:
+            handle._context = None
+            context.run(self._start_in, nursery, handle)
+
+    def _start_in(self, nursery: trio.Nursery, handle: TaskHandle[Any]) -> None:
+        nursery.start_soon(self._run, handle, name=handle._name)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _run(self, handle: TaskHandle[Any]) -> None:
+        """The body of every task: call, capture, finish. Never raises but to pass on an outer
+        cancellation, KeyboardInterrupt or SystemExit."""
+        fn = handle._fn
+        args = handle._args
+        assert fn is not None and args is not None
+        handle._fn = handle._args = None
+        handle._started = time.time()
+        scope = handle._scope
+        assert scope is not None
+        ran = False
+        value: Any = None
+        try:
+            with scope:
+                if not scope.cancel_called:
+                    ran = True
+                    if handle._is_async and handle._retry is None and handle._timeout is None:
+                        handle._attempts = 1
+                        value = await fn(*args)
+                    else:
+                        value = await self._attempt(handle, fn, args)
+        except BaseException as raised:
+            exc: BaseException = raised
+            if _all_cancelled(exc):
+                # Cancelled from outside the task's own scope: pass it on.
+                self._finish(handle, _CANCELLED, None, report=True)
+                raise
+            _strip_own_frames(exc)
+            if isinstance(exc, BaseExceptionGroup):
+                cancelled, rest = _split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))
+                if cancelled is not None and rest is not None:
+                    await self._fail(handle, rest)
+                    raise cancelled from None
+            await self._fail(handle, exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            return
+        if scope.cancelled_caught or not ran:
+            self._finish(handle, _CANCELLED, None, report=True)
+        else:
+            self._finish(handle, _SUCCEEDED, outcome.Value(value), report=False)
+
+    async def _attempt(
+        self, handle: TaskHandle[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """Call the function with its timeout, in a thread if it is sync, retrying per policy."""
+        retry = handle._retry
+        timeout = handle._timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            handle._attempts = attempt
+            try:
+                if timeout is None:
+                    return await self._call(handle, fn, args)
+                with trio.fail_after(timeout):
+                    return await self._call(handle, fn, args)
+            except Exception as exc:
+                if retry is None or attempt >= retry.attempts or not isinstance(exc, retry.on):
+                    raise
+                delay = retry.delay(attempt)
+                logger.info(
+                    "task %r (%s) attempt %d of %d failed with %r; retrying in %.3g s",
+                    handle._name, handle.id, attempt, retry.attempts, exc, delay,
+                )  # fmt: skip
+            await trio.sleep(delay)
+
+    async def _call(
+        self, handle: TaskHandle[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        if handle._is_async:
+            return await fn(*args)
+        # A worker thread cannot be interrupted: on cancellation the task ends at once and the
+        # thread is abandoned (it runs to its end in the background, its result discarded).
+        result = await trio.to_thread.run_sync(
+            fn, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
+        if inspect.iscoroutine(result):
+            result.close()
+            raise TypeError(
+                f"task {handle._name!r}: the sync function returned a coroutine; "
+                "pass the async function itself"
+            )
+        return result
+
+    async def _fail(self, handle: TaskHandle[Any], exc: BaseException) -> None:
+        """Record a failure: log it, run the error handler once, then finish the handle."""
+        handle._outcome = outcome.Error(exc)
+        logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
+        handler = handle._on_error or self._on_error
+        try:
+            if handler is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+                try:
+                    result = handler(handle, exc)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception(
+                        "error handler of task %r (%s) raised", handle._name, handle.id
+                    )
+        finally:
+            self._finish(handle, _FAILED, handle._outcome, report=False)
+
+    def _finish(
+        self,
+        handle: TaskHandle[Any],
+        state: TaskState,
+        result: outcome.Outcome[Any] | None,
+        *,
+        report: bool,
+    ) -> None:
+        """Move a handle to its terminal state and keep every counter exact."""
+        previous = handle._state
+        if previous is _RUNNING:
+            self._running -= 1
+        handle._state = state
+        handle._outcome = result
+        handle._finished = time.time()
+        handle._fn = handle._args = handle._scope = handle._context = None
+        handle._manager = None
+        if state is _SUCCEEDED:
+            self._succeeded += 1
+        elif state is _FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
+            if report and not handle._cancel_requested:
+                self._dropped.append(handle)
+        del self._active[handle._n]
+        key = handle._key
+        if key is not None and self._keys.get(key) is handle:
+            del self._keys[key]
+        self._recent.append(handle)
+        event = handle._event
+        if event is not None:
+            event.set()
+        group = handle._group
+        if group is not None:
+            group._task_done()
+        queue = self._queue
+        while queue and (self._max_running is None or self._running < self._max_running):
+            waiting = queue.popleft()
+            if waiting._state is _PENDING:
+                waiting._in_queue = False
+                self._queued -= 1
+                self._launch(waiting)
+        if not self._active and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    def _cancel_handle(self, handle: TaskHandle[Any]) -> None:
+        handle._cancel_requested = True
+        self._stop(handle)
+
+    def _stop(self, handle: TaskHandle[Any]) -> None:
+        """Cancel one active task: a PENDING one ends now, a RUNNING one at its next checkpoint."""
+        if handle._state is _RUNNING:
+            scope = handle._scope
+            assert scope is not None
+            scope.cancel()
+            return
+        if handle._in_queue:
+            handle._in_queue = False
+            self._queued -= 1
+        else:
+            self._waiting -= 1
+        self._finish(handle, _CANCELLED, None, report=True)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the active task with this id (in O(1)); False if there is none."""
+        n = _task_number(task_id)
+        handle = None if n is None else self._active.get(n)
+        return handle is not None and handle.cancel()
+
+    def cancel_all(self) -> int:
+        """Cancel every unshielded active task; return how many were cancelled.
+
+        Shielded tasks are left running: cancel them one by one with ``handle.cancel()``.
+        """
+        count = 0
+        for handle in tuple(self._active.values()):
+            if not handle._shield and not handle._state.done:
+                handle._cancel_requested = True
+                self._stop(handle)
+                count += 1
+        return count
+
+    async def wait_idle(self) -> None:
+        """Return once no task is active (PENDING or RUNNING).
+
+        New tasks may start right after it returns. Cancelling the caller stops the wait only.
+        """
+        if not self._active:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._idle is None:
+            self._idle = trio.Event()
+        await self._idle.wait()
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def open_group(self, name: str) -> TaskGroup:
+        """A group of this manager's tasks: ``async with tm.open_group("thumbnails") as g``.
+
+        The block's exit waits for all of the group's tasks; ``await g.wait_all()`` returns their
+        results in start order. The tasks run in the manager's nursery and are visible in
+        ``active_tasks``.
+        """
+        from ._group import TaskGroup
+
+        return TaskGroup._create(self, name)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def _close(self, aborted: bool) -> BaseException | None:
+        """Run the close sequence; return an outer ``Cancelled`` caught during the grace period,
+        for the caller to re-raise once the nursery has exited."""
+        self._closed = True
+        self._closing = True
+        started = trio.current_time()
+        self._dropped.extend(self._discard_deferred())
+        caught: BaseException | None = None
+        if not aborted and self._active:
+            try:
+                with trio.move_on_after(self._grace):
+                    await self.wait_idle()
+            except trio.Cancelled as exc:  # the outer scope was cancelled during the grace period
+                caught = exc
+        if self._active:
+            with trio.CancelScope(shield=True):
+                begin = started if aborted or math.isfinite(self._grace) else trio.current_time()
+                self._shield_deadline = begin + self._shield_timeout
+                for handle in tuple(self._active.values()):
+                    if not handle._shield:
+                        if not handle._state.done:
+                            self._stop(handle)
+                    elif handle._scope is not None:
+                        handle._scope.deadline = min(handle._scope.deadline, self._shield_deadline)
+                await self.wait_idle()
+        self._closing = False
+        report = ShutdownReport(
+            manager=self._name,
+            duration=trio.current_time() - started,
+            cancelled=tuple(sorted(self._dropped, key=lambda h: h._n)),
+        )
+        self._dropped = []
+        self._report = report
+        if report.cancelled:
+            logger.warning("%s", report)
+        else:
+            logger.debug("%s", report)
+        return caught
+
+
+def _task_number(task_id: object) -> int | None:
+    if type(task_id) is not str or not task_id.startswith("task-"):
+        return None
+    digits = task_id[5:]
+    return int(digits) if digits.isdigit() else None
+
+
+_OWN_CODES = frozenset(
+    {
+        TaskManager._run.__code__,
+        TaskManager._attempt.__code__,
+        TaskManager._call.__code__,
+    }
+)
+
+
+def _strip_own_frames(exc: BaseException) -> None:
+    """Drop trio_bg's own frames from the top of a task's traceback.
+
+    The user sees where their function failed, and the traceback holds no frame that refers to
+    the handle, so a failed handle is freed by reference counting.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code in _OWN_CODES:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+
+
+class _ManagerScope:
+    """The async context manager returned by :func:`open_task_manager`."""
+
+    __slots__ = ("_cm", "_manager")
+
+    def __init__(self, manager: TaskManager) -> None:
+        self._manager: TaskManager | None = manager
+        self._cm: AbstractAsyncContextManager[TaskManager] | None = None
+
+    async def __aenter__(self) -> TaskManager:
+        manager = self._manager
+        if manager is None:
+            raise RuntimeError("this open_task_manager() was already entered")
+        self._manager = None
+        self._cm = _lifetime(manager)
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._cm = self._cm, None
+        if cm is None:
+            raise RuntimeError("this open_task_manager() was not entered")
+        return await cm.__aexit__(exc_type, exc, tb)
+
+    def __enter__(self) -> TaskManager:
+        raise TypeError("use 'async with trio_bg.open_task_manager(...)', not 'with'")
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
+
+
+@asynccontextmanager
+async def _lifetime(manager: TaskManager) -> AsyncGenerator[TaskManager]:
+    """Own the manager's nursery; close by the rules above; pass on exceptions unwrapped."""
+    pending: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        manager._nursery = nursery
+        try:
+            yield manager
+        except BaseException as exc:
+            pending = exc
+        caught = await manager._close(aborted=pending is not None)
+        if pending is None:
+            pending = caught
+    manager._nursery = None
+    if pending is not None:
+        try:
+            raise pending
+        finally:
+            pending = None
+
+
+def open_task_manager(
+    name: str = "app",
+    *,
+    max_running: int | None = None,
+    max_pending: int | None = None,
+    grace_period: float = 5.0,
+    shield_timeout: float = 30.0,
+    on_error: ErrorHandler | None = None,
+    max_threads: int | None = None,
+    recent_limit: int = 100,
+) -> _ManagerScope:
+    """Open a task manager that owns a nursery: ``async with open_task_manager() as tm``.
+
+    Args:
+        name: used in logs and the shutdown report.
+        max_running: how many tasks may run at once; more wait in PENDING, first in first out.
+        max_pending: how many may wait for a running slot; past it a start raises TaskRejected.
+        grace_period: on close, seconds to let unshielded tasks finish before cancelling them
+            (``math.inf``: wait for them without limit).
+        shield_timeout: on close, seconds from its start that shielded tasks may still run.
+        on_error: ``handler(handle, exc)``, sync or async, called once per failed task.
+        max_threads: how many sync tasks may run in worker threads at once (default: trio's
+            process-wide limiter of 40 threads).
+        recent_limit: how many finished handles ``recent`` keeps.
+
+    Raises:
+        TypeError, ValueError: an option of the wrong kind or value, before anything starts.
+    """
+    if type(name) is not str:
+        raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("task manager name must be a non-empty string")
+    max_running = _check_cap("max_running", max_running, 1)
+    max_pending = _check_cap("max_pending", max_pending, 0)
+    max_threads = _check_cap("max_threads", max_threads, 1)
+    checked_recent = _check_cap("recent_limit", recent_limit, 0)
+    grace = _check_seconds("grace_period", grace_period, allow_inf=True)
+    shield = _check_seconds("shield_timeout", shield_timeout, allow_inf=True)
+    if math.isfinite(grace) and shield < grace:
+        raise ValueError(
+            f"shield_timeout ({shield!r}) must be >= grace_period ({grace!r}): "
+            "shielded tasks get at least the grace period"
+        )
+    _check_handler("on_error", on_error)
+    return _ManagerScope(
+        TaskManager._create(
+            name=name,
+            max_running=max_running,
+            max_pending=max_pending,
+            grace_period=grace,
+            shield_timeout=shield,
+            on_error=on_error,
+            max_threads=max_threads,
+            recent_limit=checked_recent if checked_recent is not None else 100,
+        )
+    )

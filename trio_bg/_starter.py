@@ -1,0 +1,174 @@
+"""The start methods shared by managers, groups and timing points, typed once.
+
+Positional arguments are typed with a TypeVarTuple, so a type checker catches a wrong argument;
+the options are keyword-only; keyword arguments for the function go through ``add_task`` or
+``functools.partial``. Every start is synchronous, like trio's ``nursery.start_soon``: it returns a
+:class:`~trio_bg.TaskHandle` at once, or raises before anything is started.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, TypeVarTuple, Unpack, overload
+
+from ._callables import callable_name
+
+if TYPE_CHECKING:
+    from ._handle import ErrorHandler, TaskHandle
+    from ._retry import Retry
+
+T = TypeVar("T")
+P = ParamSpec("P")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class TaskStarter:
+    """Base of everything that starts tasks: a manager, a group of it, a timing point of it."""
+
+    __slots__ = ()
+
+    def _spawn(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shield: bool,
+        timeout: float | None,
+        retry: Retry | None,
+        on_error: ErrorHandler | None,
+        key: str | None,
+        always: bool,
+    ) -> TaskHandle[Any]:
+        raise NotImplementedError
+
+    @overload
+    def start_soon_named(
+        self,
+        name: str,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[T]],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def start_soon_named(
+        self,
+        name: str,
+        fn: Callable[[Unpack[PosArgsT]], T],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[T]: ...
+
+    def start_soon_named(
+        self,
+        name: str,
+        fn: Callable[[Unpack[PosArgsT]], Any],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]:
+        """Start ``fn(*args)`` as a task called ``name``; return its handle at once.
+
+        ``fn`` is an async function (run in the manager's nursery) or a plain function (run in a
+        worker thread). See :meth:`start_soon` for the options.
+        """
+        return self._spawn(
+            "start_soon_named", name, fn, args, shield, timeout, retry, on_error, key, False
+        )
+
+    @overload
+    def start_soon(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[T]],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def start_soon(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], T],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[T]: ...
+
+    def start_soon(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], Any],
+        *args: Unpack[PosArgsT],
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]:
+        """Start ``fn(*args)`` as a task named after the function; return its handle at once.
+
+        Args:
+            fn: an async function, or a plain function to run in a worker thread.
+            *args: positional arguments for ``fn``.
+            shield: survive ``cancel_all()``, the owner's shutdown and outer cancellation until
+                the manager's ``shield_timeout``; ``handle.cancel()`` still cancels at once.
+            timeout: seconds for each attempt; then the task fails with ``trio.TooSlowError``.
+            retry: a :class:`~trio_bg.Retry` policy for failed attempts.
+            on_error: ``handler(handle, exc)``, called once if the task fails; overrides the
+                manager's handler.
+            key: at most one active task per key: while one is active, the same handle is
+                returned and nothing new is started.
+
+        Raises:
+            TaskRejected: the manager is closed, its pending queue is full, or its cap reached.
+            TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option).
+        """
+        return self._spawn(
+            "start_soon", callable_name(fn) if callable(fn) else "", fn, args,
+            shield, timeout, retry, on_error, key, False,
+        )  # fmt: skip
+
+    @overload
+    def add_task(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def add_task(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskHandle[T]: ...
+
+    def add_task(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
+        """Start ``fn(*args, **kwargs)``, Starlette style, named after the function.
+
+        On a request manager the task runs after the response (like Starlette's
+        ``BackgroundTasks``); elsewhere it starts at once. It takes no options: use
+        :meth:`start_soon_named` for those.
+        """
+        name = callable_name(fn) if callable(fn) else ""
+        if kwargs and callable(fn):
+            fn = functools.partial(fn, **kwargs)
+        return self._add_task(name, fn, args)
+
+    def _add_task(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> TaskHandle[Any]:
+        return self._spawn("add_task", name, fn, args, False, None, None, None, None, False)
