@@ -117,6 +117,17 @@ def _split_cancelled(
     return group.split(trio.Cancelled)
 
 
+def _separate_cancelled(exc: BaseException) -> tuple[BaseException, BaseException | None]:
+    """Split a failure that also carries an outer cancellation into (failure, cancellation)."""
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        cancelled, rest = _split_cancelled(group)
+        if cancelled is not None and rest is not None:
+            return rest, cancelled
+        return group, None
+    return exc, None
+
+
 def _all_cancelled(exc: BaseException) -> bool:
     if isinstance(exc, trio.Cancelled):
         return True
@@ -494,19 +505,16 @@ class TaskManager(TaskStarter):
                         value = await fn(*args)
                     else:
                         value = await self._attempt(handle, fn, args)
-        except BaseException as raised:
-            exc: BaseException = raised
+        except BaseException as exc:
             if _all_cancelled(exc):
                 # Cancelled from outside the task's own scope: pass it on.
                 self._finish(handle, _CANCELLED, None, report=True)
                 raise
             _strip_own_frames(exc)
-            if isinstance(exc, BaseExceptionGroup):
-                cancelled, rest = _split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))
-                if cancelled is not None and rest is not None:
-                    await self._fail(handle, rest)
-                    raise cancelled from None
-            await self._fail(handle, exc)
+            failure, cancelled = _separate_cancelled(exc)
+            await self._fail(handle, failure)
+            if cancelled is not None:
+                raise cancelled from None
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             return
