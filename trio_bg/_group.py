@@ -81,15 +81,20 @@ class TaskGroup(TaskStarter):
         key: str | None,
         always: bool,
     ) -> TaskHandle[Any]:
+        return self._manager._spawn(
+            method, name, fn, args, shield, timeout, retry, on_error, key, always, group=self
+        )
+
+    def _check_open(self) -> None:
+        """Refuse a start outside the block. The manager calls this after validating the start,
+        so a rejected coroutine object is closed first; a refusal counts as ``rejected``."""
         if not self._entered:
             raise RuntimeError(
                 f"enter group {self._name!r} with 'async with' before starting tasks"
             )
         if self._exited:
+            self._manager._rejected += 1
             raise TaskRejected(f"group {self._name!r} is closed to new tasks")
-        return self._manager._spawn(
-            method, name, fn, args, shield, timeout, retry, on_error, key, always, group=self
-        )
 
     def _add(self, handle: TaskHandle[Any]) -> None:
         self._handles.append(handle)

@@ -24,6 +24,8 @@ import outcome
 import trio
 
 from ._callables import is_async_callable, reject_non_function
+from ._cancellation import all_cancelled, separate_cancelled
+from ._checks import check_cap, check_handler, check_seconds
 from ._exceptions import TaskRejected
 from ._handle import ErrorHandler, TaskHandle
 from ._log import logger
@@ -86,54 +88,6 @@ class ShutdownReport:
             f"task manager {self.manager!r} closed in {self.duration:.3f} s; "
             f"{len(self.cancelled)} task(s) cancelled by the shutdown: {names}"
         )
-
-
-def _check_seconds(what: str, value: object, *, allow_inf: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < 0 or (value == _INF and not allow_inf):
-        raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_cap(what: str, value: object, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int or None, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be None or >= {minimum}, got {value}")
-    return value
-
-
-def _check_handler(what: str, handler: object) -> None:
-    if handler is not None and not callable(handler):
-        raise TypeError(f"{what} must be callable or None, got {type(handler).__name__}")
-
-
-def _split_cancelled(
-    group: BaseExceptionGroup[BaseException],
-) -> tuple[BaseExceptionGroup[BaseException] | None, BaseExceptionGroup[BaseException] | None]:
-    return group.split(trio.Cancelled)
-
-
-def _separate_cancelled(exc: BaseException) -> tuple[BaseException, BaseException | None]:
-    """Split a failure that also carries an outer cancellation into (failure, cancellation)."""
-    if isinstance(exc, BaseExceptionGroup):
-        group = cast("BaseExceptionGroup[BaseException]", exc)
-        cancelled, rest = _split_cancelled(group)
-        if cancelled is not None and rest is not None:
-            return rest, cancelled
-        return group, None
-    return exc, None
-
-
-def _all_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, trio.Cancelled):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return _split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))[1] is None
-    return False
 
 
 @final
@@ -389,17 +343,19 @@ class TaskManager(TaskStarter):
         if not name:
             raise ValueError("task name must be a non-empty string")
         if timeout is not None:
-            timeout = _check_seconds("timeout", timeout, allow_inf=True)
+            timeout = check_seconds("timeout", timeout, allow_inf=True)
         retry_policy = cast(object, retry)
         if retry_policy is not None and not isinstance(retry_policy, Retry):
             raise TypeError(
                 f"retry must be a trio_bg.Retry or None, got {type(retry_policy).__name__}"
             )
         if on_error is not None:
-            _check_handler("on_error", on_error)
+            check_handler("on_error", on_error)
+        if key is not None and type(key) is not str:
+            raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+        if group is not None:
+            group._check_open()
         if key is not None:
-            if type(key) is not str:
-                raise TypeError(f"key must be a str or None, got {type(key).__name__}")
             existing = self._keys.get(key)
             if existing is not None:
                 return existing
@@ -506,12 +462,12 @@ class TaskManager(TaskStarter):
                     else:
                         value = await self._attempt(handle, fn, args)
         except BaseException as exc:
-            if _all_cancelled(exc):
+            if all_cancelled(exc):
                 # Cancelled from outside the task's own scope: pass it on.
                 self._finish(handle, _CANCELLED, None, report=True)
                 raise
             _strip_own_frames(exc)
-            failure, cancelled = _separate_cancelled(exc)
+            failure, cancelled = separate_cancelled(exc)
             await self._fail(handle, failure)
             if cancelled is not None:
                 raise cancelled from None
@@ -765,7 +721,7 @@ def _strip_own_frames(exc: BaseException) -> None:
     exc.__traceback__ = tb
 
 
-class _ManagerScope:
+class ManagerScope:
     """The async context manager returned by :func:`open_task_manager`."""
 
     __slots__ = ("_cm", "_manager")
@@ -804,16 +760,24 @@ class _ManagerScope:
 async def _lifetime(manager: TaskManager) -> AsyncGenerator[TaskManager]:
     """Own the manager's nursery; close by the rules above; pass on exceptions unwrapped."""
     pending: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        manager._nursery = nursery
-        try:
-            yield manager
-        except BaseException as exc:
-            pending = exc
-        caught = await manager._close(aborted=pending is not None)
-        if pending is None:
-            pending = caught
-    manager._nursery = None
+    try:
+        async with trio.open_nursery() as nursery:
+            manager._nursery = nursery
+            try:
+                yield manager
+            except BaseException as exc:
+                pending = exc
+            caught = await manager._close(aborted=pending is not None)
+            if pending is None:
+                pending = caught
+    except BaseExceptionGroup as group:
+        # Tasks stopped by an outer cancellation pass their Cancelled to the nursery, which
+        # groups them. The body (or the close) caught that same cancellation unwrapped in
+        # ``pending``: raise that instead of the group.
+        if pending is None or not all_cancelled(group):
+            raise
+    finally:
+        manager._nursery = None
     if pending is not None:
         try:
             raise pending
@@ -831,7 +795,7 @@ def open_task_manager(
     on_error: ErrorHandler | None = None,
     max_threads: int | None = None,
     recent_limit: int = 100,
-) -> _ManagerScope:
+) -> ManagerScope:
     """Open a task manager that owns a nursery: ``async with open_task_manager() as tm``.
 
     Args:
@@ -853,19 +817,19 @@ def open_task_manager(
         raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
     if not name:
         raise ValueError("task manager name must be a non-empty string")
-    max_running = _check_cap("max_running", max_running, 1)
-    max_pending = _check_cap("max_pending", max_pending, 0)
-    max_threads = _check_cap("max_threads", max_threads, 1)
-    checked_recent = _check_cap("recent_limit", recent_limit, 0)
-    grace = _check_seconds("grace_period", grace_period, allow_inf=True)
-    shield = _check_seconds("shield_timeout", shield_timeout, allow_inf=True)
+    max_running = check_cap("max_running", max_running, 1)
+    max_pending = check_cap("max_pending", max_pending, 0)
+    max_threads = check_cap("max_threads", max_threads, 1)
+    checked_recent = check_cap("recent_limit", recent_limit, 0)
+    grace = check_seconds("grace_period", grace_period, allow_inf=True)
+    shield = check_seconds("shield_timeout", shield_timeout, allow_inf=True)
     if math.isfinite(grace) and shield < grace:
         raise ValueError(
             f"shield_timeout ({shield!r}) must be >= grace_period ({grace!r}): "
             "shielded tasks get at least the grace period"
         )
-    _check_handler("on_error", on_error)
-    return _ManagerScope(
+    check_handler("on_error", on_error)
+    return ManagerScope(
         TaskManager._create(
             name=name,
             max_running=max_running,

@@ -1,0 +1,32 @@
+"""Telling an outer cancellation apart from a task's own failure."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import trio
+
+
+def split_cancelled(
+    group: BaseExceptionGroup[BaseException],
+) -> tuple[BaseExceptionGroup[BaseException] | None, BaseExceptionGroup[BaseException] | None]:
+    return group.split(trio.Cancelled)
+
+
+def separate_cancelled(exc: BaseException) -> tuple[BaseException, BaseException | None]:
+    """Split a failure that also carries an outer cancellation into (failure, cancellation)."""
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        cancelled, rest = split_cancelled(group)
+        if cancelled is not None and rest is not None:
+            return rest, cancelled
+        return group, None
+    return exc, None
+
+
+def all_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))[1] is None
+    return False

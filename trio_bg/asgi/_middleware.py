@@ -1,0 +1,240 @@
+"""TaskMiddleware: one task manager per app (the lifespan) and one per http request.
+
+Data flows one way: an ASGI event reaches the middleware, which gives the request its own
+manager (owned by a nursery that lives for the request's ASGI call), watches the ``send`` stream
+for the timing points, and starts the deferred tasks when their point comes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, final
+
+import trio
+
+from .._cancellation import all_cancelled
+from .._checks import check_cap, check_handler, check_seconds
+from .._handle import ErrorHandler
+from .._log import logger
+from .._manager import ManagerScope, TaskManager
+from .._state import Timing
+from ._lifespan import InnerLifespan
+from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, ASGIApp, Message, Receive, Scope, Send
+
+_AFTER_ROUTE = Timing.AFTER_ROUTE
+_AFTER_RESPONSE = Timing.AFTER_RESPONSE
+_ERROR_BODY = b"Internal Server Error"
+_ERROR_START: Message = {
+    "type": "http.response.start",
+    "status": 500,
+    "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_ERROR_BODY)).encode()),
+    ],
+}
+
+
+@final
+class TaskMiddleware:
+    """Wrap an ASGI app so that it gets an app task manager and one task manager per request.
+
+    - lifespan: the app manager is opened at ``lifespan.startup`` (before the inner app's
+      startup, and put in ``scope["state"]``) and closed at ``lifespan.shutdown`` (before the
+      inner app's shutdown, so tasks can still use what the app tears down) with the core close
+      rules: ``grace_period``, then ``shield_timeout`` for shielded tasks. An inner app without
+      lifespan support still works.
+    - http: each request's manager lives in a nursery of that request's ASGI call, which returns
+      once the request's tasks are done; the response is never delayed by them. The request
+      manager waits for its tasks without limit (``grace_period=math.inf``); when the server
+      cancels the call (Hypercorn does at its ``graceful_timeout`` on shutdown), unshielded
+      request tasks stop at once and shielded ones get ``shield_timeout``. A client disconnect
+      cancels nothing.
+    - websocket and other scopes pass through untouched (``app_tasks(scope)`` works there
+      through ``scope["state"]``; there is no per-connection manager).
+
+    Args:
+        app: the ASGI app to wrap.
+        grace_period: app manager: seconds to let unshielded app tasks finish at shutdown.
+        shield_timeout: app and request managers: the cap for shielded tasks once shutdown (or
+            the server's cancellation of a request) has begun.
+        max_tasks_per_request: a request's cap; the next start raises TaskRejected.
+        on_error: ``handler(handle, exc)`` for failed app and request tasks.
+        max_running: app manager: how many app tasks run at once (None: no cap).
+        max_pending: app manager: how many app tasks may wait for a slot.
+        name: the app manager's name in logs.
+    """
+
+    __slots__ = (
+        "_app",
+        "_app_manager",
+        "_grace",
+        "_max_pending",
+        "_max_per_request",
+        "_max_running",
+        "_name",
+        "_on_error",
+        "_shield_timeout",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        grace_period: float = 5.0,
+        shield_timeout: float = 30.0,
+        max_tasks_per_request: int | None = 100,
+        on_error: ErrorHandler | None = None,
+        max_running: int | None = None,
+        max_pending: int | None = None,
+        name: str = "app",
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"TaskMiddleware() takes an ASGI app, got {type(app).__name__!r}")
+        self._app = app
+        self._grace = check_seconds("grace_period", grace_period, allow_inf=True)
+        self._shield_timeout = check_seconds("shield_timeout", shield_timeout, allow_inf=True)
+        if math.isfinite(self._grace) and self._shield_timeout < self._grace:
+            raise ValueError(
+                f"shield_timeout ({self._shield_timeout!r}) must be >= grace_period "
+                f"({self._grace!r}): shielded tasks get at least the grace period"
+            )
+        self._max_per_request = check_cap("max_tasks_per_request", max_tasks_per_request, 1)
+        check_handler("on_error", on_error)
+        self._on_error = on_error
+        self._max_running = check_cap("max_running", max_running, 1)
+        self._max_pending = check_cap("max_pending", max_pending, 0)
+        if type(name) is not str or not name:
+            raise ValueError("task manager name must be a non-empty string")
+        self._name = name
+        self._app_manager: TaskManager | None = None
+
+    @property
+    def app_manager(self) -> TaskManager | None:
+        """The app task manager while the lifespan is running, else None."""
+        return self._app_manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    # -- http ------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = TaskManager._create(
+            name=f"{scope.get('method', 'HTTP')} {scope.get('path', '')}",
+            max_tasks=self._max_per_request,
+            grace_period=math.inf,
+            shield_timeout=self._shield_timeout,
+            on_error=self._on_error,
+            timing_points=True,
+            add_task_timing=_AFTER_RESPONSE,
+            recent_limit=0,
+        )
+        scope[REQUEST_TASKS_KEY] = manager
+        if self._app_manager is not None:
+            scope[APP_TASKS_KEY] = self._app_manager
+        response = _ResponseWatch(manager, send)
+        failure: BaseException | None = None
+        async with ManagerScope(manager):
+            try:
+                await self._app(scope, receive, response.send)
+            except Exception as exc:
+                failure = exc
+            discarded = manager._discard_deferred()
+            if discarded:
+                names = ", ".join(f"{h.name!r} ({h.id})" for h in discarded)
+                logger.warning(
+                    "%s %s: %d deferred task(s) not run, the response was not completed: %s",
+                    scope.get("method"), scope.get("path"), len(discarded), names,
+                )  # fmt: skip
+            if failure is not None and not response.started:
+                # Answer now: the call only returns once the request's tasks are done.
+                await response.send_error()
+        if failure is not None:
+            try:
+                raise failure
+            finally:
+                failure = None
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+        inner = InnerLifespan(self._app, scope)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inner.run)
+            manager = TaskManager._create(
+                name=self._name,
+                max_running=self._max_running,
+                max_pending=self._max_pending,
+                grace_period=self._grace,
+                shield_timeout=self._shield_timeout,
+                on_error=self._on_error,
+            )
+            async with ManagerScope(manager):
+                state: Any = scope.get("state")
+                if isinstance(state, dict):
+                    state[APP_TASKS_KEY] = manager
+                self._app_manager = manager
+                try:
+                    reply = await inner.exchange(message)
+                    if reply is not None and reply["type"] == "lifespan.startup.failed":
+                        await send(reply)
+                        nursery.cancel_scope.cancel()
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                    message = await receive()
+                finally:
+                    self._app_manager = None
+            # The app manager is closed: its tasks are done or cancelled and reported.
+            reply = await inner.exchange(message)
+            await send(reply if reply is not None else {"type": "lifespan.shutdown.complete"})
+            nursery.cancel_scope.cancel()
+
+
+@final
+class _ResponseWatch:
+    """The request's ``send``, watched for the timing points of its deferred tasks."""
+
+    __slots__ = ("_manager", "_send", "started")
+
+    def __init__(self, manager: TaskManager, send: Send) -> None:
+        self._manager = manager
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if message.get("more_body", False):
+                await self._send(message)
+                return
+            try:
+                await self._send(message)
+            except BaseException as exc:
+                if not all_cancelled(exc):  # the client had gone: the body was handed over
+                    self._manager._fire(_AFTER_RESPONSE)
+                raise
+            self._manager._fire(_AFTER_RESPONSE)
+        elif kind == "http.response.start":
+            self.started = True
+            self._manager._fire(_AFTER_ROUTE)
+            await self._send(message)
+        else:
+            await self._send(message)
+
+    async def send_error(self) -> None:
+        """Send a plain 500 for a handler that raised before starting its response."""
+        self.started = True
+        try:
+            await self._send(_ERROR_START)
+            await self._send({"type": "http.response.body", "body": _ERROR_BODY})
+        except Exception as exc:  # the client may be gone; the handler's error is what matters
+            logger.debug("could not send the 500 response: %r", exc)
