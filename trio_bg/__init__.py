@@ -16,6 +16,7 @@ from ._manager import TaskManager as TaskManager
 from ._manager import TaskStatistics as TaskStatistics
 from ._manager import open_task_manager as open_task_manager
 from ._retry import Retry as Retry
+from ._serve import serve as serve
 from ._state import TaskState as TaskState
 from ._state import Timing as Timing
 
@@ -32,6 +33,7 @@ for _obj in (
     TaskStatistics,
     open_task_manager,
     Retry,
+    serve,
     TaskState,
     Timing,
 ):
@@ -52,4 +54,5 @@ __all__ = [
     "TaskStatistics",
     "Timing",
     "open_task_manager",
+    "serve",
 ]

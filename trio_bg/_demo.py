@@ -1,0 +1,252 @@
+"""The demo app: orders, photo thumbnails, reports and a failing task, as raw ASGI.
+
+Served by ``python -m trio_bg demo``. It shows every timing point, a group, an awaitable handle,
+retries and the error handler; ``GET /`` lists the app's tasks and refreshes itself.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import logging
+from typing import Any
+
+import trio
+
+from ._handle import TaskHandle
+from ._manager import TaskManager
+from ._retry import Retry
+from .asgi import TaskMiddleware, app_tasks, request_tasks
+from .asgi._types import Message, Receive, Scope, Send
+
+logger = logging.getLogger("trio_bg.demo")
+_order_ids = itertools.count(1)
+_photo_ids = itertools.count(1)
+failures: list[str] = []
+
+
+# -- the background work -------------------------------------------------------------------
+
+
+async def reserve_stock(order_id: int) -> None:
+    await trio.sleep(0.2)
+    logger.info("order %d: stock reserved", order_id)
+
+
+async def send_confirmation_email(order_id: int, address: str) -> str:
+    await trio.sleep(2)  # a slow mail server
+    logger.info("order %d: confirmation sent to %s", order_id, address)
+    return f"sent to {address}"
+
+
+async def invalidate_cache(key: str) -> None:
+    await trio.sleep(0.05)
+    logger.info("cache key %s invalidated", key)
+
+
+async def resize(photo_id: int, size: int) -> str:
+    await trio.sleep(0.3 + size / 1000)
+    return f"photo-{photo_id}-{size}px.jpg"
+
+
+async def make_thumbnails(manager: TaskManager, photo_id: int) -> list[str]:
+    async with manager.open_group(f"thumbnails-{photo_id}") as group:
+        for size in (64, 256, 1024):
+            group.start_soon_named(f"resize-{photo_id}-{size}", resize, photo_id, size)
+    names: list[str] = await group.wait_all()
+    logger.info("photo %d: thumbnails %s", photo_id, ", ".join(names))
+    return names
+
+
+async def build_report(month: str) -> dict[str, Any]:
+    await trio.sleep(3)
+    return {"month": month, "orders": next(_order_ids) - 1, "revenue": 1234.5}
+
+
+async def call_flaky_partner() -> None:
+    await trio.sleep(0.1)
+    raise ConnectionError("partner API unreachable")
+
+
+def record_failure(handle: TaskHandle[Any], exc: BaseException) -> None:
+    failures.append(f"{handle.name} ({handle.id}): {exc!r}")
+
+
+# -- the routes ------------------------------------------------------------------------------
+
+
+async def _json(send: Send, status: int, payload: object) -> None:
+    body = json.dumps(payload, indent=2).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _describe(handle: TaskHandle[Any]) -> dict[str, Any]:
+    started = handle.started_at
+    return {
+        "id": handle.id,
+        "name": handle.name,
+        "state": handle.state.value,
+        "started_at": None if started is None else started.isoformat(),
+        "attempts": handle.attempts,
+        "group": handle.group,
+    }
+
+
+async def orders(scope: Scope, receive: Receive, send: Send) -> None:
+    order_id = next(_order_ids)
+    tasks = request_tasks(scope)
+    tasks.start_soon_named("reserve-stock", reserve_stock, order_id)
+    tasks.after_route.start_soon_named("invalidate-cache", invalidate_cache, f"orders:{order_id}")
+    tasks.after_response.start_soon_named(
+        "confirmation-email", send_confirmation_email, order_id, "buyer@example.com"
+    )
+    await _json(send, 201, {"order_id": order_id, "email": "after the response"})
+
+
+async def photos(scope: Scope, receive: Receive, send: Send) -> None:
+    photo_id = next(_photo_ids)
+    manager = app_tasks(scope)
+    handle = manager.start_soon_named(f"photo-{photo_id}", make_thumbnails, manager, photo_id)
+    await _json(send, 202, {"photo_id": photo_id, "task": handle.id})
+
+
+async def reports(scope: Scope, receive: Receive, send: Send) -> None:
+    month = "2026-11"
+    handle = app_tasks(scope).start_soon_named(
+        f"report-{month}", build_report, month, key=f"report:{month}"
+    )
+    await _json(send, 202, {"task": handle.id, "poll": f"/tasks/{handle.id}?wait=1"})
+
+
+async def fail(scope: Scope, receive: Receive, send: Send) -> None:
+    handle = app_tasks(scope).start_soon_named(
+        "flaky-partner",
+        call_flaky_partner,
+        retry=Retry(attempts=3, backoff=0.2, jitter=False),
+        on_error=record_failure,
+    )
+    await _json(send, 202, {"task": handle.id, "note": "fails 3 times, then the handler runs"})
+
+
+async def task_detail(scope: Scope, receive: Receive, send: Send, task_id: str) -> None:
+    handle = app_tasks(scope).get(task_id)
+    if handle is None:
+        await _json(send, 404, {"error": f"no task {task_id}"})
+        return
+    if b"wait=1" in scope.get("query_string", b""):
+        with trio.move_on_after(10):
+            await handle.wait()
+    detail = _describe(handle)
+    result = handle.outcome
+    if result is not None:
+        detail["result"] = repr(getattr(result, "value", None) or getattr(result, "error", None))
+    await _json(send, 200, detail)
+
+
+async def task_list(scope: Scope, receive: Receive, send: Send) -> None:
+    manager = app_tasks(scope)
+    stats = manager.statistics()
+    await _json(
+        send,
+        200,
+        {
+            "statistics": {field: getattr(stats, field) for field in stats.__slots__},
+            "active": [_describe(h) for h in manager.active_tasks],
+            "recent": [_describe(h) for h in reversed(manager.recent)],
+            "failures": failures[-20:],
+        },
+    )
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>trio_bg demo</title>
+<meta http-equiv="refresh" content="2"><style>body{{font-family:sans-serif;margin:2em}}
+td,th{{padding:2px 10px;text-align:left}}form{{display:inline}}</style></head><body>
+<h1>trio_bg demo</h1>
+<p>{forms}</p><p>{stats}</p>
+<h2>Active app tasks</h2><table><tr><th>id</th><th>name</th><th>state</th></tr>{active}</table>
+<h2>Recently finished</h2><table><tr><th>id</th><th>name</th><th>state</th></tr>{recent}</table>
+<p>JSON: <a href="/tasks">/tasks</a>. Request tasks (order e-mails) show in the server log.</p>
+</body></html>"""
+
+
+def _rows(handles: list[TaskHandle[Any]]) -> str:
+    return "".join(
+        f"<tr><td>{html.escape(h.id)}</td><td>{html.escape(h.name)}</td>"
+        f"<td>{html.escape(h.state.value)}</td></tr>"
+        for h in handles
+    )
+
+
+async def index(scope: Scope, receive: Receive, send: Send) -> None:
+    manager = app_tasks(scope)
+    forms = " ".join(
+        f'<form method="post" action="{path}"><button>{label}</button></form>'
+        for path, label in (
+            ("/orders", "Place an order"),
+            ("/photos", "Upload a photo"),
+            ("/reports", "Build the report"),
+            ("/fail", "Call a flaky partner"),
+        )
+    )
+    page = _PAGE.format(
+        forms=forms,
+        stats=html.escape(str(manager.statistics())),
+        active=_rows(list(manager.active_tasks)),
+        recent=_rows(list(reversed(manager.recent))[:20]),
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/html; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": page.encode()})
+
+
+async def router(scope: Scope, receive: Receive, send: Send) -> None:
+    """A minimal router; anything that is not http (lifespan included) is declined."""
+    if scope["type"] != "http":
+        raise RuntimeError(f"the demo router serves http only, not {scope['type']!r}")
+    method, path = scope["method"], scope["path"]
+    if method == "GET" and path == "/":
+        await index(scope, receive, send)
+    elif method == "GET" and path == "/tasks":
+        await task_list(scope, receive, send)
+    elif method == "GET" and path.startswith("/tasks/"):
+        await task_detail(scope, receive, send, path.removeprefix("/tasks/"))
+    elif method == "POST" and path in _POSTS:
+        if b"text/html" in dict(scope["headers"]).get(b"accept", b""):
+            # A browser form: start the work, then show the task list again.
+            await _POSTS[path](scope, receive, _discard_body(send))
+            await send(
+                {"type": "http.response.start", "status": 303, "headers": [(b"location", b"/")]}
+            )
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _POSTS[path](scope, receive, send)
+    else:
+        await _json(send, 404, {"error": f"no route {method} {path}"})
+
+
+def _discard_body(send: Send) -> Send:
+    """A ``send`` that swallows the JSON answer, for browser form posts that get a redirect."""
+
+    async def swallow(message: Message) -> None:
+        return None
+
+    return swallow
+
+
+_POSTS = {"/orders": orders, "/photos": photos, "/reports": reports, "/fail": fail}
+
+app = TaskMiddleware(router, grace_period=5.0, shield_timeout=30.0)
+"""The demo app, ready for ``trio_bg.serve(app)``."""

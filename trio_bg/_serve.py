@@ -1,0 +1,97 @@
+"""serve(): Hypercorn's trio worker in-process, with SIGTERM and SIGINT made graceful."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from ._log import logger
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def serve(
+    app: Callable[..., Awaitable[None]],
+    bind: str | Sequence[str] = "127.0.0.1:8000",
+    *,
+    config: Config | None = None,
+    graceful_timeout: float | None = None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve an ASGI app with Hypercorn's trio worker in this process until asked to stop.
+
+    SIGTERM and SIGINT start a graceful shutdown: Hypercorn stops accepting, gives open requests
+    ``graceful_timeout`` seconds (their request tasks run on meanwhile), then cancels them
+    (unshielded request tasks stop, shielded ones get the middleware's ``shield_timeout``); then
+    the ASGI lifespan shutdown closes the app task manager with its ``grace_period`` and
+    ``shield_timeout``. A second signal cancels the server at once (shielded tasks still get their
+    ``shield_timeout``). Hypercorn's own worker, by contrast, dies at once on a SIGTERM sent
+    straight to it.
+
+    Args:
+        app: the ASGI app, usually wrapped in :class:`trio_bg.asgi.TaskMiddleware`.
+        bind: ``"host:port"`` or several; port 0 picks a free port.
+        config: a full Hypercorn ``Config`` (then ``bind`` is ignored).
+        graceful_timeout: seconds open requests get after the shutdown began.
+        shutdown_trigger: an async callable; when it returns, a graceful shutdown starts.
+        handle_signals: install the SIGTERM/SIGINT handlers (main thread only).
+        task_status: ``nursery.start(serve, ...)`` gets the bound addresses (``http://...``).
+
+    Cancelling the caller cancels the server without a graceful shutdown.
+    """
+    import hypercorn.trio
+    from hypercorn.config import Config
+
+    # Hypercorn's signature also admits WSGI apps, whose types are partly unknown to pyright.
+    hypercorn_serve = cast(
+        "Callable[..., Awaitable[None]]",
+        hypercorn.trio.serve,  # pyright: ignore[reportUnknownMemberType]
+    )
+
+    if config is None:
+        config = Config()
+        config.bind = [bind] if isinstance(bind, str) else list(bind)
+    if graceful_timeout is not None:
+        config.graceful_timeout = graceful_timeout
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            await nursery.start(_graceful_signals, shutdown, nursery.cancel_scope)
+        if shutdown_trigger is not None:
+            nursery.start_soon(_trigger, shutdown_trigger, shutdown)
+        await hypercorn_serve(
+            app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi"
+        )
+        nursery.cancel_scope.cancel()
+    logger.info("server stopped")
+
+
+async def _trigger(wait: Callable[[], Awaitable[Any]], shutdown: trio.Event) -> None:
+    await wait()
+    shutdown.set()
+
+
+async def _graceful_signals(
+    shutdown: trio.Event,
+    server_scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(*_SIGNALS) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                logger.warning("%s received: shutting down gracefully (again to stop now)", name)
+                shutdown.set()
+            else:
+                logger.warning("%s received again: stopping now", name)
+                server_scope.cancel()
