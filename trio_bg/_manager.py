@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 _task_numbers = itertools.count(1)
 _CO_COROUTINE = inspect.CO_COROUTINE
+_CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
 _PENDING = TaskState.PENDING
 _RUNNING = TaskState.RUNNING
@@ -333,7 +334,7 @@ class TaskManager(TaskStarter):
         group: TaskGroup | None = None,
     ) -> TaskHandle[Any]:
         # Validate everything before anything is created: a refusal starts nothing.
-        if type(fn) is _FunctionType:
+        if type(fn) is _FunctionType and not fn.__code__.co_flags & _CO_GENERATORS:
             is_async = bool(fn.__code__.co_flags & _CO_COROUTINE)
         else:
             reject_non_function(method, fn)
@@ -511,16 +512,11 @@ class TaskManager(TaskStarter):
             return await fn(*args)
         # A worker thread cannot be interrupted: on cancellation the task ends at once and the
         # thread is abandoned (it runs to its end in the background, its result discarded).
-        result = await trio.to_thread.run_sync(
+        # A sync function that returns a coroutine gets trio's own TypeError, and the coroutine
+        # is closed by trio (no "never awaited" warning).
+        return await trio.to_thread.run_sync(
             fn, *args, limiter=self._limiter, abandon_on_cancel=True
         )
-        if inspect.iscoroutine(result):
-            result.close()
-            raise TypeError(
-                f"task {handle._name!r}: the sync function returned a coroutine; "
-                "pass the async function itself"
-            )
-        return result
 
     async def _fail(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Record a failure: log it, run the error handler once, then finish the handle."""
@@ -529,14 +525,22 @@ class TaskManager(TaskStarter):
         handler = handle._on_error or self._on_error
         try:
             if handler is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
-                try:
-                    result = handler(handle, exc)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception(
-                        "error handler of task %r (%s) raised", handle._name, handle.id
-                    )
+                # The handler runs under the task's rules: a scope of its own (so cancel(),
+                # cancel_all() and the close reach it), shielded like the task, and capped by
+                # the shutdown's shield deadline.
+                scope = trio.CancelScope(shield=handle._shield)
+                if handle._shield:
+                    scope.deadline = self._shield_deadline
+                handle._scope = scope
+                with scope:
+                    try:
+                        result = handler(handle, exc)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        logger.exception(
+                            "error handler of task %r (%s) raised", handle._name, handle.id
+                        )
         finally:
             self._finish(handle, _FAILED, handle._outcome, report=False)
 
@@ -821,6 +825,8 @@ def open_task_manager(
     max_pending = check_cap("max_pending", max_pending, 0)
     max_threads = check_cap("max_threads", max_threads, 1)
     checked_recent = check_cap("recent_limit", recent_limit, 0)
+    if checked_recent is None:
+        raise TypeError("recent_limit must be an int, got NoneType")
     grace = check_seconds("grace_period", grace_period, allow_inf=True)
     shield = check_seconds("shield_timeout", shield_timeout, allow_inf=True)
     if math.isfinite(grace) and shield < grace:
@@ -838,6 +844,6 @@ def open_task_manager(
             shield_timeout=shield,
             on_error=on_error,
             max_threads=max_threads,
-            recent_limit=checked_recent if checked_recent is not None else 100,
+            recent_limit=checked_recent,
         )
     )
