@@ -216,10 +216,15 @@ class _ResponseWatch:
             if message.get("more_body", False):
                 await self._send(message)
                 return
+            # A cancellation already due refuses the message at the server's first checkpoint;
+            # one that arrives during the send came after the server took it (Quart-Trio
+            # cancels its own send once Hypercorn, having written the body, reports the stream
+            # closed). An error means the client had gone: the body was handed over too.
+            handed_over = trio.current_effective_deadline() > trio.current_time()
             try:
                 await self._send(message)
             except BaseException as exc:
-                if not all_cancelled(exc):  # the client had gone: the body was handed over
+                if handed_over or not all_cancelled(exc):
                     self._manager._fire(_AFTER_RESPONSE)
                 raise
             self._manager._fire(_AFTER_RESPONSE)
