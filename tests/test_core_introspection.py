@@ -1,0 +1,300 @@
+"""Looking at a manager and its handles: active tasks, lookup by id, cancelling, waiting for idle,
+statistics, the recent list, timestamps, and ``handle.cancel()`` in every state."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+import trio.testing
+
+import trio_bg
+from trio_bg import TaskCancelled, TaskState, TaskStatistics, Timing
+
+
+async def sleep_then_return(seconds: float, value: object) -> object:
+    await trio.sleep(seconds)
+    return value
+
+
+async def test_active_tasks_oldest_first_active_count_and_get_by_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager(max_running=2) as tm:
+        assert tm.active_tasks == ()
+        assert tm.active_count == 0
+        a = tm.start_soon_named("a", trio.sleep, 3)
+        b = tm.start_soon_named("b", trio.sleep, 1)
+        c = tm.start_soon_named("c", trio.sleep, 1)  # PENDING: active too
+        assert tm.active_tasks == (a, b, c)
+        assert tm.active_count == 3
+        assert [h.state for h in tm.active_tasks] == [
+            TaskState.RUNNING,
+            TaskState.RUNNING,
+            TaskState.PENDING,
+        ]
+        assert tm.get(a.id) is a
+        assert tm.get(c.id) is c
+        assert len({a.id, b.id, c.id}) == 3
+
+        await b.wait()
+        assert trio.current_time() == 1
+        assert tm.active_tasks == (a, c)
+        assert tm.active_count == 2
+        assert tm.get(b.id) is b  # recently finished
+
+        assert tm.get("task-0") is None
+        assert tm.get("task-x") is None
+        assert tm.get("nonsense") is None
+        assert tm.get(42) is None  # type: ignore[arg-type]
+
+
+async def test_cancel_by_id_returns_whether_an_active_task_was_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager() as tm:
+        running = tm.start_soon(trio.sleep, 10)
+        done = tm.start_soon(trio.sleep, 0)
+        await done.wait()
+        assert tm.cancel(running.id) is True
+        await running.wait()
+        assert trio.current_time() == 0
+        assert running.state is TaskState.CANCELLED
+        assert tm.cancel(running.id) is False  # already done
+        assert tm.cancel(done.id) is False
+        assert tm.cancel("task-999999999") is False
+        assert tm.cancel("not-an-id") is False
+    assert tm.shutdown_report is not None
+    assert tm.shutdown_report.cancelled == ()  # explicit cancels are not the shutdown's
+
+
+async def test_cancel_all_cancels_unshielded_tasks_returns_the_count_and_leaves_shielded_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager(max_running=3) as tm:
+        first = tm.start_soon_named("first", trio.sleep, 10)
+        shielded = tm.start_soon_named("shielded", sleep_then_return, 10, "kept", shield=True)
+        second = tm.start_soon_named("second", trio.sleep, 10)
+        queued = tm.start_soon_named("queued", trio.sleep, 10)
+        assert queued.state is TaskState.PENDING
+
+        assert tm.cancel_all() == 3
+        assert queued.state is TaskState.CANCELLED  # a PENDING task ends at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert first.state is second.state is TaskState.CANCELLED
+        assert shielded.state is TaskState.RUNNING
+        assert tm.active_tasks == (shielded,)
+        assert trio.current_time() == 0
+
+        assert tm.cancel_all() == 0
+        assert await shielded.get() == "kept"
+        assert trio.current_time() == 10
+
+
+async def test_wait_idle_returns_when_no_task_is_active(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager(max_running=1) as tm:
+        await tm.wait_idle()  # nothing active: returns at once
+        assert trio.current_time() == 0
+        handles = [tm.start_soon(trio.sleep, s) for s in (1, 2, 4)]
+        await tm.wait_idle()
+        assert trio.current_time() == 7  # one at a time
+        assert tm.active_count == 0
+        assert all(h.state is TaskState.SUCCEEDED for h in handles)
+
+        async def waiter() -> None:
+            await tm.wait_idle()
+            woke.append(trio.current_time())
+
+        woke: list[float] = []
+        tm.start_soon(trio.sleep, 2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            nursery.start_soon(waiter)
+        assert woke == [9, 9]
+
+
+async def test_statistics_count_every_outcome_and_are_frozen(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fail() -> None:
+        raise ValueError("x")
+
+    async with trio_bg.open_task_manager(max_running=2, max_pending=1) as tm:
+        assert tm.statistics() == TaskStatistics(0, 0, 0, 0, 0, 0, 0)
+        ok = tm.start_soon(trio.sleep, 1)
+        bad = tm.start_soon(fail)
+        waiting = tm.start_soon(trio.sleep, 5)
+        with pytest.raises(trio_bg.TaskRejected, match=r"^task manager 'app' has 1 pending"):
+            tm.start_soon(trio.sleep, 1)
+        assert tm.statistics() == TaskStatistics(
+            started=3, pending=1, running=2, succeeded=0, failed=0, cancelled=0, rejected=1
+        )
+        await bad.wait()
+        await ok.wait()
+        assert waiting.state is TaskState.RUNNING  # took the freed slot
+        assert waiting.cancel() is True
+        await waiting.wait()
+        stats = tm.statistics()
+    assert stats == TaskStatistics(
+        started=3, pending=0, running=0, succeeded=1, failed=1, cancelled=1, rejected=1
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"^cannot assign to field"):
+        stats.started = 0  # type: ignore[misc]
+
+
+async def test_recent_is_bounded_and_newest_last(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio_bg.open_task_manager(recent_limit=3) as tm:
+        handles = [tm.start_soon_named(f"t{i}", trio.sleep, i + 1) for i in range(5)]
+        assert list(tm.recent) == []
+        await handles[0].wait()
+        assert list(tm.recent) == [handles[0]]
+        await tm.wait_idle()
+        assert list(tm.recent) == handles[2:]  # finished at t=3, 4, 5
+        assert tm.get(handles[0].id) is None  # fell out of the recent list
+        assert tm.get(handles[4].id) is handles[4]
+
+
+async def test_closed_is_set_once_the_close_begins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[bool] = []
+    async with trio_bg.open_task_manager() as tm:
+
+        async def watch() -> None:
+            seen.append(tm.closed)
+            await trio.sleep(1)  # still running when the body exits
+            seen.append(tm.closed)
+
+        tm.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not tm.closed
+    assert tm.closed
+    assert seen == [False, True]
+
+
+async def test_handle_fields_and_utc_timestamps(autojump_clock: trio.testing.MockClock) -> None:
+    window = timedelta(seconds=60)  # wall-clock timestamps; the mock clock does not move them
+    now = datetime.now(UTC)
+    async with trio_bg.open_task_manager(max_running=1) as tm:
+        running = tm.start_soon_named("running", sleep_then_return, 1, 7, shield=True, key="k")
+        pending = tm.start_soon_named("pending", trio.sleep, 1)
+        assert running.name == "running"
+        assert running.shielded is True
+        assert pending.shielded is False
+        assert running.key == "k"
+        assert running.group is None
+        assert running.timing is Timing.IMMEDIATE
+        assert running.id.startswith("task-")
+        assert repr(pending) == f"<TaskHandle {pending.id} 'pending' pending>"
+
+        assert pending.created_at.tzinfo is UTC
+        assert abs(pending.created_at - now) < window
+        assert pending.started_at is None
+        assert pending.finished_at is None
+        assert not pending.done
+        assert pending.outcome is None
+        assert pending.attempts == 0
+        assert pending.cancel() is True
+        assert pending.finished_at is not None
+        assert pending.created_at <= pending.finished_at
+        assert pending.started_at is None  # never ran
+
+        assert await running.get() == 7
+        assert running.attempts == 1
+        assert running.done
+        started, finished = running.started_at, running.finished_at
+        assert started is not None and finished is not None
+        assert started.tzinfo is UTC and finished.tzinfo is UTC
+        assert running.created_at <= started <= finished
+        assert abs(finished - now) < window
+        assert getattr(running.outcome, "value", None) == 7
+
+
+async def test_handle_cancel_on_a_pending_task_ends_it_without_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[str] = []
+
+    async def job(tag: str) -> str:
+        calls.append(tag)
+        await trio.sleep(1)
+        return tag
+
+    async with trio_bg.open_task_manager(max_running=1) as tm:
+        blocker = tm.start_soon(job, "blocker")
+        pending = tm.start_soon_named("pending", job, "pending")
+        after = tm.start_soon(job, "after")
+        assert pending.state is TaskState.PENDING
+        assert pending.cancel() is True
+        assert pending.state is TaskState.CANCELLED
+        assert tm.active_tasks == (blocker, after)
+        message = rf"^task 'pending' \({pending.id}\) was cancelled$"
+        with pytest.raises(TaskCancelled, match=message):
+            await pending.get()
+        assert await blocker.get() == "blocker"
+        assert await after.get() == "after"
+        assert trio.current_time() == 2
+
+    assert calls == ["blocker", "after"]
+    assert pending.attempts == 0
+
+
+async def test_handle_cancel_on_a_shielded_running_task_cancels_it_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ended: list[float] = []
+
+    async def shielded_job() -> None:
+        try:
+            await trio.sleep(100)
+        finally:
+            ended.append(trio.current_time())
+
+    async with trio_bg.open_task_manager() as tm:
+        handle = tm.start_soon(shielded_job, shield=True)
+        await trio.sleep(2)
+        assert handle.cancel() is True
+        await handle.wait()
+        assert trio.current_time() == 2
+    assert ended == [2]
+    assert handle.state is TaskState.CANCELLED
+    assert tm.shutdown_report is not None
+    assert tm.shutdown_report.cancelled == ()
+
+
+async def test_handle_cancel_returns_false_once_the_task_is_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fail() -> None:
+        raise ValueError("done already")
+
+    async with trio_bg.open_task_manager() as tm:
+        succeeded = tm.start_soon(trio.sleep, 1)
+        failed = tm.start_soon(fail)
+        cancelled = tm.start_soon(trio.sleep, 1)
+        assert cancelled.cancel() is True
+        await tm.wait_idle()
+        assert succeeded.cancel() is False
+        assert failed.cancel() is False
+        assert cancelled.cancel() is False
+        assert (succeeded.state, failed.state, cancelled.state) == (
+            TaskState.SUCCEEDED,
+            TaskState.FAILED,
+            TaskState.CANCELLED,
+        )
+    assert succeeded.cancel() is False  # also after the manager has closed
+
+
+async def test_ids_are_unique_across_managers() -> None:
+    async with (
+        trio_bg.open_task_manager(name="one") as one,
+        trio_bg.open_task_manager(name="two") as two,
+    ):
+        ids = {one.start_soon(trio.sleep, 0).id for _ in range(3)}
+        ids |= {two.start_soon(trio.sleep, 0).id for _ in range(3)}
+        assert repr(two).startswith("<TaskManager 'two' running=3 pending=0 closed=False")
+    assert len(ids) == 6

@@ -1,0 +1,193 @@
+"""Property test: random schedules of tasks keep the accounting exact, before and after close.
+
+Hypothesis and pytest-trio do not mix, so each example is its own ``trio.run`` with an
+autojumping mock clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+import trio.testing
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+import trio_bg
+from trio_bg import Retry, TaskHandle, TaskManager, TaskRejected, TaskState
+
+KINDS = ("succeed", "fail", "sleep", "cancel", "timeout", "shield", "retry")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    gap: int  # seconds to wait before the step
+    seconds: int  # how long the task's work takes
+    n: int  # which handle to cancel / how many times a retried task fails
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: list[Step]
+    max_running: int | None
+    max_pending: int | None
+    grace_period: int
+    shield_extra: int
+    close_at: float
+    async_handler: bool
+
+
+steps = st.builds(
+    Step,
+    kind=st.sampled_from(KINDS),
+    gap=st.integers(0, 2),
+    seconds=st.integers(0, 4),
+    n=st.integers(0, 20),
+)
+schedules = st.builds(
+    Schedule,
+    steps=st.lists(steps, max_size=20),
+    max_running=st.sampled_from([None, 1, 2, 3]),
+    max_pending=st.sampled_from([None, 0, 1, 2]),
+    grace_period=st.integers(0, 3),
+    shield_extra=st.integers(0, 4),
+    close_at=st.integers(0, 16).map(lambda t: t + 0.5),
+    async_handler=st.booleans(),
+)
+
+
+async def succeed(seconds: float) -> int:
+    await trio.sleep(seconds)
+    return 1
+
+
+async def fail(seconds: float) -> None:
+    await trio.sleep(seconds)
+    raise ValueError("planned failure")
+
+
+def flaky(failures: int, seconds: float) -> Any:
+    attempts = 0
+
+    async def run() -> str:
+        nonlocal attempts
+        attempts += 1
+        await trio.sleep(seconds)
+        if attempts <= failures:
+            raise ConnectionError(f"attempt {attempts}")
+        return "recovered"
+
+    return run
+
+
+def check_accounting(tm: TaskManager, handles: list[TaskHandle[Any]], rejected: int) -> None:
+    stats = tm.statistics()
+    assert stats.started == (
+        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
+    )
+    assert stats.started == len(handles)
+    assert stats.rejected == rejected
+    states = Counter(h.state for h in handles)
+    assert states[TaskState.PENDING] == stats.pending
+    assert states[TaskState.RUNNING] == stats.running
+    assert states[TaskState.SUCCEEDED] == stats.succeeded
+    assert states[TaskState.FAILED] == stats.failed
+    assert states[TaskState.CANCELLED] == stats.cancelled
+    assert tm.active_count == stats.pending + stats.running
+    if tm.active_count:
+        assert tm.active_tasks == tuple(h for h in handles if not h.done)
+
+
+async def run_schedule(schedule: Schedule) -> None:
+    handles: list[TaskHandle[Any]] = []
+    handled: list[TaskHandle[Any]] = []
+    rejected = 0
+    checks = 0
+
+    def sync_handler(handle: TaskHandle[Any], exc: BaseException) -> None:
+        handled.append(handle)
+
+    async def async_handler(handle: TaskHandle[Any], exc: BaseException) -> None:
+        # Counted on entry: the handler runs in the task's scope, so the close may cancel it.
+        handled.append(handle)
+        await trio.sleep(1)
+
+    async def monitor(tm: TaskManager) -> None:
+        nonlocal checks
+        while True:  # also checks during the close, until it is cancelled after it
+            check_accounting(tm, handles, rejected)
+            checks += 1
+            await trio.sleep(0.25)
+
+    shield_timeout = schedule.grace_period + schedule.shield_extra
+    async with trio.open_nursery() as outside:
+        async with trio_bg.open_task_manager(
+            max_running=schedule.max_running,
+            max_pending=schedule.max_pending,
+            grace_period=schedule.grace_period,
+            shield_timeout=shield_timeout,
+            on_error=async_handler if schedule.async_handler else sync_handler,
+        ) as tm:
+            outside.start_soon(monitor, tm)
+            with trio.move_on_after(schedule.close_at):
+                for step in schedule.steps:
+                    await trio.sleep(step.gap)
+                    check_accounting(tm, handles, rejected)
+                    try:
+                        if step.kind == "cancel":
+                            if handles:
+                                handles[step.n % len(handles)].cancel()
+                        elif step.kind == "succeed":
+                            handles.append(tm.start_soon(succeed, step.seconds))
+                        elif step.kind == "fail":
+                            handles.append(tm.start_soon(fail, step.seconds))
+                        elif step.kind == "sleep":
+                            handles.append(tm.start_soon(trio.sleep, 100 + step.seconds))
+                        elif step.kind == "timeout":
+                            handles.append(
+                                tm.start_soon(succeed, step.seconds + 1, timeout=step.seconds)
+                            )
+                        elif step.kind == "shield":
+                            handles.append(tm.start_soon(succeed, 3 * step.seconds, shield=True))
+                        else:
+                            retry = Retry(attempts=3, backoff=step.seconds / 2, jitter=False)
+                            work = flaky(step.n % 5, step.seconds)
+                            handles.append(tm.start_soon_named("flaky", work, retry=retry))
+                    except TaskRejected:
+                        rejected += 1
+                    check_accounting(tm, handles, rejected)
+            close_started = trio.current_time()
+        await trio.testing.wait_all_tasks_blocked()  # the monitor has looked after the close too
+        outside.cancel_scope.cancel()
+
+    # After the close: nothing active, every handle done, every failure handled exactly once.
+    check_accounting(tm, handles, rejected)
+    stats = tm.statistics()
+    assert stats.pending == stats.running == 0
+    assert stats.started == stats.succeeded + stats.failed + stats.cancelled
+    assert all(h.done for h in handles)
+    failed = [h for h in handles if h.state is TaskState.FAILED]
+    assert len(handled) == stats.failed == len(failed)
+    assert Counter(id(h) for h in handled) == Counter(id(h) for h in failed)
+    for handle in failed:
+        assert isinstance(getattr(handle.outcome, "error", None), Exception)
+    # The close is bounded by the shield timeout, and reports only tasks that were cancelled.
+    report = tm.shutdown_report
+    assert report is not None
+    assert report.duration <= shield_timeout
+    assert trio.current_time() == close_started + report.duration
+    assert all(h.state is TaskState.CANCELLED for h in report.cancelled)
+    assert checks >= 1
+    event(f"shutdown cancelled tasks: {bool(report.cancelled)}")
+    event(f"rejections: {bool(rejected)}")
+    event(f"failures: {bool(failed)}")
+    event(f"pending at close: {any(h.started_at is None for h in report.cancelled)}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedules)
+def test_random_schedules_keep_the_accounting_exact(schedule: Schedule) -> None:
+    trio.run(run_schedule, schedule, clock=trio.testing.MockClock(autojump_threshold=0))
