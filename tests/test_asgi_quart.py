@@ -47,7 +47,7 @@ async def test_quart_trio_handler_uses_request_and_app_tasks(
         return "created"
 
     # Quart types its __call__ with TypedDict scopes, which trio_bg.asgi.ASGIApp does not accept.
-    app = TaskMiddleware(quart)  # type: ignore[arg-type]
+    app = TaskMiddleware(quart)
     async with running(app) as server:
         response = await server.client.get("/orders")
         with trio.fail_after(2):

@@ -8,7 +8,7 @@ from typing import final
 import trio
 
 from .._log import logger
-from ._types import ASGIApp, Message, Scope
+from ._types import Message, Scope, WrappedApp
 
 
 @final
@@ -23,7 +23,7 @@ class InnerLifespan:
 
     __slots__ = ("_app", "_inbox", "_inbox_reader", "_replies", "_reply_writer", "_scope")
 
-    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+    def __init__(self, app: WrappedApp, scope: Scope) -> None:
         self._app = app
         self._scope = scope
         self._inbox, self._inbox_reader = trio.open_memory_channel[Message](math.inf)

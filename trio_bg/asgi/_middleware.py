@@ -19,7 +19,7 @@ from .._log import logger
 from .._manager import ManagerScope, TaskManager
 from .._state import Timing
 from ._lifespan import InnerLifespan
-from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, ASGIApp, Message, Receive, Scope, Send
+from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
 
 _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
@@ -78,7 +78,7 @@ class TaskMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: WrappedApp,
         *,
         grace_period: float = 5.0,
         shield_timeout: float = 30.0,

@@ -10,6 +10,9 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+WrappedApp: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
+"""What the middleware wraps: any ASGI 3 app. Frameworks type scope, receive and send in their
+own ways (Quart with TypedDicts, Starlette with MutableMappings), so the parameters are open."""
 
 REQUEST_TASKS_KEY = "trio_bg.request_tasks"
 """The http scope key under which the middleware puts the request's manager."""
