@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import outcome
 import pytest
 import trio
 import trio.testing
@@ -226,3 +227,33 @@ async def test_start_after_close_is_rejected_and_counted(
     assert tm.statistics().started == before.started == 1
     await trio.testing.wait_all_tasks_blocked()
     assert called == [1]
+
+
+async def test_the_close_caps_error_handlers_like_their_tasks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handler_ends: dict[str, float] = {}
+
+    async def slow_handler(handle: trio_bg.TaskHandle[object], exc: BaseException) -> None:
+        try:
+            await trio.sleep(100)
+        finally:
+            handler_ends[handle.name] = trio.current_time()
+
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    async with trio_bg.open_task_manager(
+        grace_period=1, shield_timeout=5, on_error=slow_handler
+    ) as tm:
+        plain = tm.start_soon_named("plain", fail)
+        shielded = tm.start_soon_named("shielded", fail, shield=True)
+        await trio.testing.wait_all_tasks_blocked()
+        assert plain.state is TaskState.RUNNING  # its handler is still running
+    assert trio.current_time() == 5
+    assert handler_ends == {"plain": 1, "shielded": 5}
+    for handle in (plain, shielded):
+        assert handle.state is TaskState.FAILED
+        assert isinstance(handle.outcome, outcome.Error)
+        assert isinstance(handle.outcome.error, ValueError)
+    assert tm.statistics().failed == 2
