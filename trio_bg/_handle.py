@@ -26,8 +26,27 @@ ErrorHandler = Callable[["TaskHandle[Any]", BaseException], "Awaitable[None] | N
 """``handler(handle, exc)``: called once per failed task; may be sync or async."""
 
 
+_now = time.time
+
+
 def _timestamp(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@final
+class TaskExtras:
+    """The options few tasks use, kept out of the handle so common tasks carry none of them."""
+
+    __slots__ = ("always", "context", "group", "key", "on_error", "retry", "timeout")
+
+    def __init__(self) -> None:
+        self.timeout: float | None = None
+        self.retry: Retry | None = None
+        self.on_error: ErrorHandler | None = None
+        self.key: str | None = None
+        self.group: TaskGroup | None = None
+        self.context: contextvars.Context | None = None
+        self.always = False
 
 
 @final
@@ -39,34 +58,46 @@ class TaskHandle(Generic[T]):
     to its manager once the task is done, so finished handles are freed by reference counting.
     """
 
+    # Only what every task needs is set at creation; the rarely used options live in one
+    # ``_extra`` object, and the slots filled on the way (_started, _finished, _value, _outcome,
+    # _attempts, _cancel_requested, _in_queue) are read with a default. Fewer stores and objects
+    # per task keep the start -> run -> finish path close to a raw trio task.
     __slots__ = (
-        "__weakref__",
-        "_always",
         "_args",
         "_attempts",
         "_cancel_requested",
-        "_context",
         "_created",
         "_event",
+        "_extra",
         "_finished",
         "_fn",
-        "_group",
         "_in_queue",
         "_is_async",
-        "_key",
         "_manager",
         "_n",
         "_name",
-        "_on_error",
         "_outcome",
-        "_retry",
         "_scope",
         "_shield",
         "_started",
         "_state",
-        "_timeout",
         "_timing",
+        "_value",
     )
+
+    _manager: TaskManager | None
+    _fn: Callable[..., Any] | None
+    _args: tuple[Any, ...] | None
+    _scope: trio.CancelScope | None
+    _event: trio.Event | None
+    _extra: TaskExtras | None
+    _started: float
+    _finished: float
+    _value: T
+    _outcome: outcome.Error
+    _attempts: int
+    _cancel_requested: bool
+    _in_queue: bool
 
     def __init__(
         self,
@@ -78,32 +109,21 @@ class TaskHandle(Generic[T]):
         is_async: bool,
         shield: bool,
         timing: Timing,
+        extra: TaskExtras | None,
     ) -> None:
-        self._manager: TaskManager | None = manager
+        self._manager = manager
         self._n = n
         self._name = name
-        self._fn: Callable[..., Any] | None = fn
-        self._args: tuple[Any, ...] | None = args
+        self._fn = fn
+        self._args = args
         self._is_async = is_async
         self._shield = shield
         self._timing = timing
+        self._extra = extra
         self._state = TaskState.PENDING
-        self._created = time.time()
-        self._started: float | None = None
-        self._finished: float | None = None
-        self._attempts = 0
-        self._outcome: outcome.Outcome[T] | None = None
-        self._event: trio.Event | None = None
-        self._scope: trio.CancelScope | None = None
-        self._cancel_requested = False
-        self._timeout: float | None = None
-        self._retry: Retry | None = None
-        self._on_error: ErrorHandler | None = None
-        self._key: str | None = None
-        self._group: TaskGroup | None = None
-        self._context: contextvars.Context | None = None
-        self._always = False
-        self._in_queue = False
+        self._created = _now()
+        self._event = None
+        self._scope = None
 
     # -- identity --------------------------------------------------------------------------
 
@@ -130,12 +150,13 @@ class TaskHandle(Generic[T]):
     @property
     def group(self) -> str | None:
         """The name of the group the task belongs to, if any."""
-        return None if self._group is None else self._group.name
+        extra = self._extra
+        return None if extra is None or extra.group is None else extra.group.name
 
     @property
     def key(self) -> str | None:
         """The de-duplication key given at start, if any."""
-        return self._key
+        return None if self._extra is None else self._extra.key
 
     # -- life ------------------------------------------------------------------------------
 
@@ -152,7 +173,7 @@ class TaskHandle(Generic[T]):
     @property
     def attempts(self) -> int:
         """How many times the function has been called (0 before it started; retries count)."""
-        return self._attempts
+        return getattr(self, "_attempts", 0)
 
     @property
     def created_at(self) -> datetime:
@@ -164,20 +185,28 @@ class TaskHandle(Generic[T]):
     @property
     def started_at(self) -> datetime | None:
         """When the task began to run (UTC), or None if it has not (or never will)."""
-        return _timestamp(self._started)
+        return _timestamp(getattr(self, "_started", None))
 
     @property
     def finished_at(self) -> datetime | None:
         """When the task reached its terminal state (UTC), or None while active."""
-        return _timestamp(self._finished)
+        return _timestamp(getattr(self, "_finished", None))
 
     @property
     def outcome(self) -> outcome.Outcome[T] | None:
         """``outcome.Value`` or ``outcome.Error`` once SUCCEEDED or FAILED; None otherwise.
 
-        Read ``.value`` / ``.error`` on it; do not ``unwrap()`` it, which works only once.
+        Read ``.value`` / ``.error`` on it; do not ``unwrap()`` it, which works only once. A
+        SUCCEEDED task's ``Value`` is made on each access (equal, not identical); a FAILED task's
+        ``Error`` is always the same object, holding the task's own exception.
         """
-        return self._outcome
+        state = self._state
+        if state is TaskState.SUCCEEDED:
+            value: outcome.Outcome[T] = outcome.Value(self._value)
+            return value
+        if state is TaskState.FAILED:
+            return self._outcome
+        return None
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -202,12 +231,11 @@ class TaskHandle(Generic[T]):
         the task.
         """
         await self.wait()
-        result = self._outcome
-        if isinstance(result, outcome.Value):
-            value: T = result.value
-            return value
-        if isinstance(result, outcome.Error):
-            raise result.error
+        state = self._state
+        if state is TaskState.SUCCEEDED:
+            return self._value
+        if state is TaskState.FAILED:
+            raise self._outcome.error
         raise TaskCancelled(f"task {self._name!r} ({self.id}) was cancelled")
 
     # -- control ---------------------------------------------------------------------------

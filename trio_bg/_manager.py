@@ -27,7 +27,7 @@ from ._callables import is_async_callable, reject_non_function
 from ._cancellation import all_cancelled, separate_cancelled
 from ._checks import check_cap, check_handler, check_seconds
 from ._exceptions import TaskRejected
-from ._handle import ErrorHandler, TaskHandle
+from ._handle import ErrorHandler, TaskExtras, TaskHandle
 from ._log import logger
 from ._retry import Retry
 from ._starter import TaskStarter
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._group import TaskGroup
 
 _task_numbers = itertools.count(1)
+_now = time.time
 _CO_COROUTINE = inspect.CO_COROUTINE
 _CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
@@ -302,11 +303,11 @@ class TaskManager(TaskStarter):
                 if handle._state is not _PENDING:
                     continue
                 self._waiting -= 1
-                if handle._always:
+                if handle._extra is not None and handle._extra.always:
                     self._schedule(handle)
                 else:
                     discarded.append(handle)
-                    self._finish(handle, _CANCELLED, None, report=False)
+                    self._finish(handle, _CANCELLED, report=False)
         return discarded
 
     # -- starting --------------------------------------------------------------------------
@@ -379,30 +380,40 @@ class TaskManager(TaskStarter):
                 f"(max_pending={self._max_pending})"
             )
 
+        extra: TaskExtras | None = None
+        if (
+            timeout is not None
+            or retry is not None
+            or on_error is not None
+            or key is not None
+            or group is not None
+            or deferred
+            or must_queue
+        ):
+            extra = TaskExtras()
+            extra.timeout = timeout
+            extra.retry = retry
+            extra.on_error = on_error
+            extra.key = key
+            extra.group = group
+            extra.always = always
+            if deferred or must_queue:
+                # Started later, from another task: keep the starter's context for it.
+                extra.context = contextvars.copy_context()
+        n = next(_task_numbers)
         handle: TaskHandle[Any] = TaskHandle(
-            self, next(_task_numbers), name, fn, args, is_async, shield, timing
+            self, n, name, fn, args, is_async, shield, timing, extra
         )
-        if timeout is not None:
-            handle._timeout = timeout
-        if retry is not None:
-            handle._retry = retry
-        if on_error is not None:
-            handle._on_error = on_error
         if key is not None:
-            handle._key = key
             self._keys[key] = handle
         if group is not None:
-            handle._group = group
             group._add(handle)
-        self._active[handle._n] = handle
+        self._active[n] = handle
         self._started += 1
         if deferred:
-            handle._always = always
-            handle._context = contextvars.copy_context()
             self._deferred.setdefault(timing, []).append(handle)
             self._waiting += 1
         elif must_queue:
-            handle._context = contextvars.copy_context()
             handle._in_queue = True
             self._queue.append(handle)
             self._queued += 1
@@ -429,11 +440,11 @@ class TaskManager(TaskStarter):
         if handle._shield and self._shield_deadline != _INF:
             scope.deadline = self._shield_deadline
         handle._scope = scope
-        context = handle._context
-        if context is None:
+        extra = handle._extra
+        if extra is None or extra.context is None:
             nursery.start_soon(self._run, handle, name=handle._name)
         else:
-            handle._context = None
+            context, extra.context = extra.context, None
             context.run(self._start_in, nursery, handle)
 
     def _start_in(self, nursery: trio.Nursery, handle: TaskHandle[Any]) -> None:
@@ -448,7 +459,7 @@ class TaskManager(TaskStarter):
         args = handle._args
         assert fn is not None and args is not None
         handle._fn = handle._args = None
-        handle._started = time.time()
+        handle._started = _now()
         scope = handle._scope
         assert scope is not None
         ran = False
@@ -457,7 +468,7 @@ class TaskManager(TaskStarter):
             with scope:
                 if not scope.cancel_called:
                     ran = True
-                    if handle._is_async and handle._retry is None and handle._timeout is None:
+                    if handle._is_async and handle._extra is None:
                         handle._attempts = 1
                         value = await fn(*args)
                     else:
@@ -465,7 +476,7 @@ class TaskManager(TaskStarter):
         except BaseException as exc:
             if all_cancelled(exc):
                 # Cancelled from outside the task's own scope: pass it on.
-                self._finish(handle, _CANCELLED, None, report=True)
+                self._finish(handle, _CANCELLED, report=True)
                 raise
             _strip_own_frames(exc)
             failure, cancelled = separate_cancelled(exc)
@@ -476,16 +487,18 @@ class TaskManager(TaskStarter):
                 raise
             return
         if scope.cancelled_caught or not ran:
-            self._finish(handle, _CANCELLED, None, report=True)
+            self._finish(handle, _CANCELLED, report=True)
         else:
-            self._finish(handle, _SUCCEEDED, outcome.Value(value), report=False)
+            handle._value = value
+            self._finish(handle, _SUCCEEDED, report=False)
 
     async def _attempt(
         self, handle: TaskHandle[Any], fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> Any:
         """Call the function with its timeout, in a thread if it is sync, retrying per policy."""
-        retry = handle._retry
-        timeout = handle._timeout
+        extra = handle._extra
+        retry = None if extra is None else extra.retry
+        timeout = None if extra is None else extra.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -522,7 +535,9 @@ class TaskManager(TaskStarter):
         """Record a failure: log it, run the error handler once, then finish the handle."""
         handle._outcome = outcome.Error(exc)
         logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
-        handler = handle._on_error or self._on_error
+        handler = self._on_error
+        if handle._extra is not None and handle._extra.on_error is not None:
+            handler = handle._extra.on_error
         try:
             if handler is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
                 # The handler runs under the task's rules: a scope of its own (so cancel(),
@@ -542,44 +557,40 @@ class TaskManager(TaskStarter):
                             "error handler of task %r (%s) raised", handle._name, handle.id
                         )
         finally:
-            self._finish(handle, _FAILED, handle._outcome, report=False)
+            self._finish(handle, _FAILED, report=False)
 
-    def _finish(
-        self,
-        handle: TaskHandle[Any],
-        state: TaskState,
-        result: outcome.Outcome[Any] | None,
-        *,
-        report: bool,
-    ) -> None:
-        """Move a handle to its terminal state and keep every counter exact."""
-        previous = handle._state
-        if previous is _RUNNING:
+    def _finish(self, handle: TaskHandle[Any], state: TaskState, *, report: bool) -> None:
+        """Move a handle to its terminal state and keep every counter exact.
+
+        The handle lets go of its function, scope and manager, so a finished handle holds no
+        reference cycle and is freed by reference counting alone.
+        """
+        if handle._state is _RUNNING:
             self._running -= 1
         handle._state = state
-        handle._outcome = result
-        handle._finished = time.time()
-        handle._fn = handle._args = handle._scope = handle._context = None
-        handle._manager = None
+        handle._finished = _now()
+        handle._fn = handle._args = handle._scope = handle._manager = None
         if state is _SUCCEEDED:
             self._succeeded += 1
         elif state is _FAILED:
             self._failed += 1
         else:
             self._cancelled += 1
-            if report and not handle._cancel_requested:
+            if report and not getattr(handle, "_cancel_requested", False):
                 self._dropped.append(handle)
         del self._active[handle._n]
-        key = handle._key
-        if key is not None and self._keys.get(key) is handle:
-            del self._keys[key]
+        extra = handle._extra
+        if extra is not None:
+            extra.context = None
+            key = extra.key
+            if key is not None and self._keys.get(key) is handle:
+                del self._keys[key]
+            if extra.group is not None:
+                extra.group._task_done()
         self._recent.append(handle)
         event = handle._event
         if event is not None:
             event.set()
-        group = handle._group
-        if group is not None:
-            group._task_done()
         queue = self._queue
         while queue and (self._max_running is None or self._running < self._max_running):
             waiting = queue.popleft()
@@ -604,12 +615,12 @@ class TaskManager(TaskStarter):
             assert scope is not None
             scope.cancel()
             return
-        if handle._in_queue:
+        if getattr(handle, "_in_queue", False):
             handle._in_queue = False
             self._queued -= 1
         else:
             self._waiting -= 1
-        self._finish(handle, _CANCELLED, None, report=True)
+        self._finish(handle, _CANCELLED, report=True)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the active task with this id (in O(1)); False if there is none."""

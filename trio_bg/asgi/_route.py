@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack, cast, final, overload
 
 import trio
@@ -42,7 +42,7 @@ class RouteTask(Generic[T]):
         self.shield = shield
         self.pass_scope = pass_scope
 
-    def start(self, scope: Scope) -> None:
+    def start(self, scope: Mapping[str, Any]) -> None:
         """Start this task in the request's manager of ``scope``, at its timing."""
         tasks = request_tasks(scope)
         args = (scope, *self.args) if self.pass_scope else self.args
