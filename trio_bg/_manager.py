@@ -15,8 +15,8 @@ import math
 import time
 import types
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast, final
 
@@ -112,7 +112,9 @@ class TaskManager(TaskStarter):
     without limit; its shutdown begins only when it is cancelled from outside.
     """
 
-    # Set by _setup(); the public constructor is refused.
+    # Per-instance state is set by _create(); the public constructor is refused. Counters and
+    # flags start from these class-level defaults, so opening a manager (one per request) costs
+    # only the handful of containers it really needs.
     _name: str
     _max_running: int | None
     _max_pending: int | None
@@ -120,30 +122,32 @@ class TaskManager(TaskStarter):
     _grace: float
     _shield_timeout: float
     _on_error: ErrorHandler | None
-    _limiter: trio.CapacityLimiter | None
-    _nursery: trio.Nursery | None
+    _limiter: trio.CapacityLimiter | None = None
+    _nursery: trio.Nursery | None = None
     _active: dict[int, TaskHandle[Any]]
     _keys: dict[str, TaskHandle[Any]]
     _queue: deque[TaskHandle[Any]]
     _deferred: dict[Timing, list[TaskHandle[Any]]]
     _fired: set[Timing]
-    _timing_points: dict[Timing, DeferredStarter] | None
-    _add_task_timing: Timing
+    _timing_points: bool = False
+    _starters: dict[Timing, DeferredStarter] | None = None
+    _add_task_timing: Timing = _IMMEDIATE
     _recent: deque[TaskHandle[Any]]
-    _closed: bool
-    _closing: bool
-    _shield_deadline: float
+    _closed: bool = False
+    _closing: bool = False
+    _shield_deadline: float = _INF
     _dropped: list[TaskHandle[Any]]
-    _idle: trio.Event | None
-    _report: ShutdownReport | None
-    _started: int
-    _queued: int
-    _waiting: int
-    _running: int
-    _succeeded: int
-    _failed: int
-    _cancelled: int
-    _rejected: int
+    _idle: trio.Event | None = None
+    _close_span: tuple[float, float] | None = None
+    _report: ShutdownReport | None = None
+    _started: int = 0
+    _queued: int = 0
+    _waiting: int = 0
+    _running: int = 0
+    _succeeded: int = 0
+    _failed: int = 0
+    _cancelled: int = 0
+    _rejected: int = 0
 
     def __init__(self) -> None:
         raise TypeError(
@@ -175,31 +179,18 @@ class TaskManager(TaskStarter):
         self._grace = grace_period
         self._shield_timeout = shield_timeout
         self._on_error = on_error
-        self._limiter = None if max_threads is None else trio.CapacityLimiter(max_threads)
-        self._nursery = None
+        if max_threads is not None:
+            self._limiter = trio.CapacityLimiter(max_threads)
         self._active = {}
         self._keys = {}
         self._queue = deque()
         self._deferred = {}
         self._fired = set()
-        self._timing_points = None
-        if timing_points:
-            from ._deferred import DeferredStarter
-
-            self._timing_points = {
-                timing: DeferredStarter._create(self, timing)
-                for timing in (Timing.AFTER_ROUTE, Timing.AFTER_RESPONSE)
-            }
-        self._add_task_timing = add_task_timing
-        self._recent = deque(maxlen=recent_limit)
-        self._closed = False
-        self._closing = False
-        self._shield_deadline = _INF
         self._dropped = []
-        self._idle = None
-        self._report = None
-        self._started = self._queued = self._waiting = self._running = 0
-        self._succeeded = self._failed = self._cancelled = self._rejected = 0
+        self._recent = deque(maxlen=recent_limit)
+        if timing_points:
+            self._timing_points = True
+            self._add_task_timing = add_task_timing
         return self
 
     # -- introspection ---------------------------------------------------------------------
@@ -232,6 +223,9 @@ class TaskManager(TaskStarter):
     @property
     def shutdown_report(self) -> ShutdownReport | None:
         """The report of the close, once the manager has closed."""
+        if self._report is None and self._close_span is not None:
+            began, ended = self._close_span
+            self._report = ShutdownReport(manager=self._name, duration=ended - began, cancelled=())
         return self._report
 
     def statistics(self) -> TaskStatistics:
@@ -278,12 +272,20 @@ class TaskManager(TaskStarter):
         return self._timing_point(Timing.AFTER_RESPONSE)
 
     def _timing_point(self, timing: Timing) -> DeferredStarter:
-        if self._timing_points is None:
+        if not self._timing_points:
             raise RuntimeError(
                 f"task manager {self._name!r} has no timing points: {timing.value} tasks "
                 "belong to a request manager (trio_bg.asgi.request_tasks(scope))"
             )
-        return self._timing_points[timing]
+        starters = self._starters
+        if starters is None:
+            from ._deferred import DeferredStarter
+
+            starters = self._starters = {
+                point: DeferredStarter._create(self, point)
+                for point in (Timing.AFTER_ROUTE, Timing.AFTER_RESPONSE)
+            }
+        return starters[timing]
 
     def _fire(self, timing: Timing) -> None:
         """Start the tasks waiting for ``timing``; later starts at that timing run at once."""
@@ -672,39 +674,45 @@ class TaskManager(TaskStarter):
         """Run the close sequence; return an outer ``Cancelled`` caught during the grace period,
         for the caller to re-raise once the nursery has exited."""
         self._closed = True
-        self._closing = True
         started = trio.current_time()
-        self._dropped.extend(self._discard_deferred())
+        if self._deferred:
+            self._dropped.extend(self._discard_deferred())
         caught: BaseException | None = None
-        if not aborted and self._active:
-            try:
-                with trio.move_on_after(self._grace):
-                    await self.wait_idle()
-            except trio.Cancelled as exc:  # the outer scope was cancelled during the grace period
-                caught = exc
         if self._active:
-            with trio.CancelScope(shield=True):
-                begin = started if aborted or math.isfinite(self._grace) else trio.current_time()
-                self._shield_deadline = begin + self._shield_timeout
-                for handle in tuple(self._active.values()):
-                    if not handle._shield:
-                        if not handle._state.done:
-                            self._stop(handle)
-                    elif handle._scope is not None:
-                        handle._scope.deadline = min(handle._scope.deadline, self._shield_deadline)
-                await self.wait_idle()
-        self._closing = False
-        report = ShutdownReport(
-            manager=self._name,
-            duration=trio.current_time() - started,
-            cancelled=tuple(sorted(self._dropped, key=lambda h: h._n)),
-        )
-        self._dropped = []
-        self._report = report
-        if report.cancelled:
+            self._closing = True
+            if not aborted:
+                try:
+                    if self._grace == _INF:
+                        await self.wait_idle()
+                    else:
+                        with trio.move_on_after(self._grace):
+                            await self.wait_idle()
+                except trio.Cancelled as exc:  # the outer scope was cancelled meanwhile
+                    caught = exc
+            if self._active:
+                with trio.CancelScope(shield=True):
+                    finite = math.isfinite(self._grace)
+                    begin = started if aborted or finite else trio.current_time()
+                    self._shield_deadline = begin + self._shield_timeout
+                    for handle in tuple(self._active.values()):
+                        if not handle._shield:
+                            if not handle._state.done:
+                                self._stop(handle)
+                        elif handle._scope is not None:
+                            handle._scope.deadline = min(
+                                handle._scope.deadline, self._shield_deadline
+                            )
+                    await self.wait_idle()
+            self._closing = False
+        self._close_span = (started, trio.current_time())
+        if self._dropped:
+            report = self._report = ShutdownReport(
+                manager=self._name,
+                duration=self._close_span[1] - started,
+                cancelled=tuple(sorted(self._dropped, key=lambda h: h._n)),
+            )
+            self._dropped = []
             logger.warning("%s", report)
-        else:
-            logger.debug("%s", report)
         return caught
 
 
@@ -737,67 +745,69 @@ def _strip_own_frames(exc: BaseException) -> None:
 
 
 class ManagerScope:
-    """The async context manager returned by :func:`open_task_manager`."""
+    """The async context manager returned by :func:`open_task_manager`.
 
-    __slots__ = ("_cm", "_manager")
+    It owns the manager's nursery: the body runs inside it, the close runs before it exits,
+    and the body's exception (or an outer ``Cancelled`` caught during the close) comes out
+    unchanged, never wrapped in an exception group.
+    """
+
+    __slots__ = ("_manager", "_nursery_cm")
 
     def __init__(self, manager: TaskManager) -> None:
-        self._manager: TaskManager | None = manager
-        self._cm: AbstractAsyncContextManager[TaskManager] | None = None
+        self._manager = manager
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     async def __aenter__(self) -> TaskManager:
         manager = self._manager
-        if manager is None:
+        if self._nursery_cm is not None or manager._closed:
             raise RuntimeError("this open_task_manager() was already entered")
-        self._manager = None
-        self._cm = _lifetime(manager)
-        return await self._cm.__aenter__()
+        nursery_cm = trio.open_nursery()
+        manager._nursery = await nursery_cm.__aenter__()
+        self._nursery_cm = nursery_cm
+        return manager
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._cm = self._cm, None
-        if cm is None:
+    ) -> bool:
+        nursery_cm = self._nursery_cm
+        if nursery_cm is None:
             raise RuntimeError("this open_task_manager() was not entered")
-        return await cm.__aexit__(exc_type, exc, tb)
+        manager = self._manager
+        pending = exc
+        try:
+            try:
+                caught = await manager._close(aborted=exc is not None)
+            except BaseException as error:  # KeyboardInterrupt during the close
+                await nursery_cm.__aexit__(type(error), error, error.__traceback__)
+                raise
+            if pending is None:
+                pending = caught
+            try:
+                await nursery_cm.__aexit__(None, None, None)
+            except BaseExceptionGroup as group:
+                # Tasks stopped by an outer cancellation pass their Cancelled to the nursery,
+                # which groups them; the body (or the close) holds that same cancellation
+                # unwrapped in ``pending``: raise that instead of the group.
+                if pending is None or not all_cancelled(group):
+                    raise
+        finally:
+            manager._nursery = None
+        if pending is None or pending is exc:
+            return False  # the body's own exception, if any, propagates unchanged
+        try:
+            raise pending
+        finally:
+            pending = None
 
     def __enter__(self) -> TaskManager:
         raise TypeError("use 'async with trio_bg.open_task_manager(...)', not 'with'")
 
     def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ always raises
         return None
-
-
-@asynccontextmanager
-async def _lifetime(manager: TaskManager) -> AsyncGenerator[TaskManager]:
-    """Own the manager's nursery; close by the rules above; pass on exceptions unwrapped."""
-    pending: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            manager._nursery = nursery
-            try:
-                yield manager
-            except BaseException as exc:
-                pending = exc
-            caught = await manager._close(aborted=pending is not None)
-            if pending is None:
-                pending = caught
-    except BaseExceptionGroup as group:
-        # Tasks stopped by an outer cancellation pass their Cancelled to the nursery, which
-        # groups them. The body (or the close) caught that same cancellation unwrapped in
-        # ``pending``: raise that instead of the group.
-        if pending is None or not all_cancelled(group):
-            raise
-    finally:
-        manager._nursery = None
-    if pending is not None:
-        try:
-            raise pending
-        finally:
-            pending = None
 
 
 def open_task_manager(
