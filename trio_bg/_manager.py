@@ -130,7 +130,6 @@ class TaskManager(TaskStarter):
     _deferred: dict[Timing, list[TaskHandle[Any]]]
     _fired: set[Timing]
     _timing_points: bool = False
-    _starters: dict[Timing, DeferredStarter] | None = None
     _add_task_timing: Timing = _IMMEDIATE
     _recent: deque[TaskHandle[Any]]
     _closed: bool = False
@@ -277,15 +276,11 @@ class TaskManager(TaskStarter):
                 f"task manager {self._name!r} has no timing points: {timing.value} tasks "
                 "belong to a request manager (trio_bg.asgi.request_tasks(scope))"
             )
-        starters = self._starters
-        if starters is None:
-            from ._deferred import DeferredStarter
+        # A fresh two-slot view each time: caching it on the manager would make a reference
+        # cycle, and every request would leave its manager to the garbage collector.
+        from ._deferred import DeferredStarter
 
-            starters = self._starters = {
-                point: DeferredStarter._create(self, point)
-                for point in (Timing.AFTER_ROUTE, Timing.AFTER_RESPONSE)
-            }
-        return starters[timing]
+        return DeferredStarter._create(self, timing)
 
     def _fire(self, timing: Timing) -> None:
         """Start the tasks waiting for ``timing``; later starts at that timing run at once."""
