@@ -26,7 +26,9 @@ import trio
 from ._callables import is_async_callable, reject_non_function
 from ._cancellation import all_cancelled, separate_cancelled
 from ._checks import check_cap, check_handler, check_seconds
+from ._deferred import DeferredStarter
 from ._exceptions import TaskRejected
+from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskExtras, TaskHandle
 from ._log import logger
 from ._retry import Retry
@@ -36,8 +38,6 @@ from ._state import TaskState, Timing
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._deferred import DeferredStarter
-    from ._group import TaskGroup
 
 _task_numbers = itertools.count(1)
 _now = time.time
@@ -278,8 +278,6 @@ class TaskManager(TaskStarter):
             )
         # A fresh two-slot view each time: caching it on the manager would make a reference
         # cycle, and every request would leave its manager to the garbage collector.
-        from ._deferred import DeferredStarter
-
         return DeferredStarter._create(self, timing)
 
     def _fire(self, timing: Timing) -> None:
@@ -659,8 +657,6 @@ class TaskManager(TaskStarter):
         results in start order. The tasks run in the manager's nursery and are visible in
         ``active_tasks``.
         """
-        from ._group import TaskGroup
-
         return TaskGroup._create(self, name)
 
     # -- closing ---------------------------------------------------------------------------
