@@ -1,0 +1,125 @@
+"""The ASGI apps of the HTTP benchmark; each answers every request with a tiny ``200 OK``.
+
+- ``raw``: raw ASGI, no background work (case a);
+- ``raw_tiny``: raw ASGI in :class:`~trio_bg.asgi.TaskMiddleware`, one tiny ``after_response``
+  task per request (case b);
+- ``starlette_tiny``: Starlette on trio, one tiny ``BackgroundTask`` per request (case c);
+- ``raw_sleep``: like ``raw_tiny`` with a 2 s ``after_response`` task (case d): at 2,500 req/s,
+  ~5,000 tasks are in flight at any moment;
+- ``raw_sleep_inline``: raw ASGI that sleeps 2 s after sending the final body, in the same call
+  (case e, no trio_bg): the same work as (d) done by hand, the floor for (d).
+
+The tiny task is the same coroutine function everywhere: one ``trio.lowlevel.checkpoint()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+
+import trio
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from trio_bg.asgi import TaskMiddleware, request_tasks
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+BODY = b"OK"
+_START: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"2")],
+}
+_BODY: Message = {"type": "http.response.body", "body": BODY}
+LONG_TASK_SECONDS = 2.0
+
+
+async def tiny() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def long_task() -> None:
+    await trio.sleep(LONG_TASK_SECONDS)
+
+
+async def _respond(send: Send) -> None:
+    await send(dict(_START))
+    await send(dict(_BODY))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """A lifespan that agrees to everything (an app that just returns breaks Hypercorn's
+    startup)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+    """(a) Raw ASGI, no background work."""
+    if scope["type"] == "http":
+        await _respond(send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _raw_with_tiny(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        request_tasks(scope).after_response.start_soon_named("tiny", tiny)
+        await _respond(send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _raw_with_long(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        request_tasks(scope).after_response.start_soon_named("long", long_task)
+        await _respond(send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+raw_tiny = TaskMiddleware(_raw_with_tiny)
+"""(b) Raw ASGI + TaskMiddleware, one tiny after_response task per request."""
+
+raw_sleep = TaskMiddleware(_raw_with_long)
+"""(d) Raw ASGI + TaskMiddleware, one 2 s after_response task per request."""
+
+
+async def raw_sleep_inline(scope: Scope, receive: Receive, send: Send) -> None:
+    """(e) Raw ASGI, a 2 s sleep after the final body in the same call (no trio_bg)."""
+    if scope["type"] == "http":
+        await _respond(send)
+        await long_task()
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _starlette_endpoint(request: Request) -> Response:
+    return PlainTextResponse("OK", background=BackgroundTask(tiny))
+
+
+starlette_tiny = Starlette(routes=[Route("/", _starlette_endpoint)])
+"""(c) Starlette on trio (through anyio), one tiny BackgroundTask per request."""
+
+
+CASES: dict[str, tuple[str, str]] = {
+    "a": ("benchmarks.apps:raw", "raw ASGI, no tasks"),
+    "b": ("benchmarks.apps:raw_tiny", "raw ASGI + TaskMiddleware, 1 tiny after_response task"),
+    "c": ("benchmarks.apps:starlette_tiny", "Starlette + BackgroundTask (tiny)"),
+    "d": ("benchmarks.apps:raw_sleep", "raw ASGI + TaskMiddleware, 1 x 2 s after_response task"),
+    "e": ("benchmarks.apps:raw_sleep_inline", "raw ASGI, 2 s sleep after the body (no trio_bg)"),
+}
+"""Case letter -> (``module:attribute`` of the app, description)."""
