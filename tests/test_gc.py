@@ -100,3 +100,15 @@ async def test_requests_leave_no_cycles(saved_garbage: list[object]) -> None:
     finally:
         logging.getLogger("trio_bg").disabled = False
     assert _ours(saved_garbage) == []
+
+
+def test_tuned_gc_freezes_and_sets_the_threshold_then_restores_both() -> None:
+    from trio_bg._gc import tuned_gc
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with tuned_gc(freeze=True, threshold=(5000, 20, 100)):
+        assert gc.get_threshold() == (5000, 20, 100)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
