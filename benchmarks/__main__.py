@@ -42,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmarks/results/latest.json",
     )
     parser.add_argument(
+        "--server",
+        choices=("hypercorn", "trio_bg"),
+        default="hypercorn",
+        help="HTTP: serve through hypercorn.trio.serve (default, as the baseline note) or "
+        "trio_bg.serve with its defaults (its GC settings included)",
+    )
+    parser.add_argument(
         "--http-runs", type=int, default=None, help="runs per HTTP case (default 3; 1 with --quick)"
     )
     args = parser.parse_args(argv)
@@ -68,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 spawn_tasks = (micro.QUICK if args.quick else micro.FULL).spawn_tasks
                 profiling.profile_micro(spawn_tasks, out_dir)
             if "http" in parts:
-                profiling.profile_http(http_load.QUICK if args.quick else http_load.FULL, out_dir)
+                http_config = http_load.QUICK if args.quick else http_load.FULL
+                profiling.profile_http(
+                    dataclasses.replace(http_config, runner=args.server), out_dir
+                )
             return 0
 
         results: list[PartResult] = []
@@ -82,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print("running the HTTP benchmarks ...", file=sys.stderr, flush=True)
                 config = http_load.QUICK if args.quick else http_load.FULL
+                config = dataclasses.replace(config, runner=args.server)
                 if args.http_runs is not None:
                     config = dataclasses.replace(config, runs=max(1, args.http_runs))
                 results.append(http_load.run_http(config, workdir))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .apps import CASES
-from .model import Check, Measurement, PartResult, machine_info, ratio, rotated
+from .model import Check, Measurement, PartResult, code_version, machine_info, ratio, rotated
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -36,6 +36,8 @@ class HttpConfig:
     warmup: int
     connections: int = 32
     threads: int = 1
+    runner: str = "hypercorn"
+    """``hypercorn`` (``hypercorn.trio.serve``) or ``trio_bg`` (``trio_bg.serve`` defaults)."""
 
 
 FULL = HttpConfig(runs=3, duration=10, warmup=2)
@@ -124,7 +126,13 @@ class Server:
     """One :mod:`benchmarks.server` subprocess; stopped (by its PID) on exit."""
 
     def __init__(
-        self, app: str, workdir: Path, *, gc_off: bool = False, profile_file: Path | None = None
+        self,
+        app: str,
+        workdir: Path,
+        *,
+        runner: str = "hypercorn",
+        gc_off: bool = False,
+        profile_file: Path | None = None,
     ) -> None:
         self.log_path = workdir / "server.log"
         self.stats_path = workdir / "stats.json"
@@ -132,6 +140,7 @@ class Server:
         command = [
             *_pin(0), sys.executable, "-m", "benchmarks.server", app,
             "--stats-file", str(self.stats_path), "--gc", "off" if gc_off else "on",
+            "--runner", runner,
             *(["--profile-file", str(profile_file)] if profile_file is not None else []),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -215,7 +224,9 @@ def measure_once(
 ) -> RunResult:
     """Start a fresh server for ``case``, warm it up, measure one window, stop it."""
     app = CASES[case][0]
-    with Server(app, workdir, gc_off=gc_off, profile_file=profile_file) as server:
+    with Server(
+        app, workdir, runner=config.runner, gc_off=gc_off, profile_file=profile_file
+    ) as server:
         run_wrk(server.url, config, config.warmup, latency=False)
         server.begin_window()
         cpu_before = server.cpu_seconds()
@@ -256,8 +267,12 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
         measurements += per_case[case].values()
     gc_runs: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
     notes: list[str] = []
+    codes: list[str] = []
     for r in range(config.runs):
         for case in rotated(list(CASES), r):
+            code = code_version()
+            if code not in codes:
+                codes.append(code)
             run = measure_once(case, config, workdir)
             m = per_case[case]
             m["rps"].samples.append(run.wrk.rps)
@@ -290,8 +305,13 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
     ]  # fmt: skip
     meta = machine_info()
     meta["config"] = {k: getattr(config, k) for k in config.__slots__}
+    meta["trio_bg_code"] = ", ".join(codes)
+    if len(codes) > 1:
+        changes = " -> ".join(codes)
+        notes.append(f"trio_bg changed between runs ({changes}): re-run for clean figures")
     meta["command"] = (
-        f"server: {' '.join(_pin(0)) or '(unpinned)'} python -m benchmarks.server <app>; "
+        f"server: {' '.join(_pin(0)) or '(unpinned)'} python -m benchmarks.server <app> "
+        f"--runner {config.runner}; "
         f"load: {' '.join(_pin(1)) or '(unpinned)'} wrk -t{config.threads} "
         f"-c{config.connections} -d{config.duration}s --latency, after -d{config.warmup}s"
     )

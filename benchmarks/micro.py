@@ -25,7 +25,7 @@ import trio.testing
 
 import trio_bg
 
-from .model import Check, Measurement, PartResult, machine_info, ratio, rotated
+from .model import Check, Measurement, PartResult, code_version, machine_info, ratio, rotated
 
 R = TypeVar("R")
 
@@ -356,6 +356,7 @@ def _per_task_us(fn: Callable[[int], Awaitable[float]], n: int, *, anyio: bool =
 
 def run_micro(config: MicroConfig) -> PartResult:
     """Run every micro benchmark; return the measurements and the checks against the targets."""
+    code = code_version()
     has_anyio = anyio_version() is not None
     if not has_anyio:
         _progress("anyio >= 4.14 is not installed: the anyio rows are skipped")
@@ -515,7 +516,17 @@ def run_micro(config: MicroConfig) -> PartResult:
 
     meta = machine_info()
     meta["config"] = {k: getattr(config, k) for k in config.__slots__}
-    return PartResult(part="micro", meta=meta, measurements=measurements, checks=checks)
+    notes: list[str] = []
+    if meta["trio_bg_code"] != code:
+        notes.append(
+            f"trio_bg changed during the run ({code} -> {meta['trio_bg_code']}); "
+            f"the figures are for the code imported at the start ({code})"
+        )
+    meta["trio_bg_code"] = code
+    return PartResult(
+        part="micro", meta=meta, measurements=measurements, checks=checks,
+        extra={"notes": notes},
+    )  # fmt: skip
 
 
 def profile_spawn(n: int) -> tuple[float, Any]:

@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -173,6 +174,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def code_version() -> str:
+    """The git commit of the checkout, with ``+dirty`` if trio_bg/ has uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--", "trio_bg")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
 def machine_info() -> dict[str, Any]:
     """The machine and the versions a result was measured with."""
     load: list[float] = []
@@ -184,7 +203,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "loadavg_at_start": load,
+        "loadavg_at_end": load,
+        "trio_bg_code": code_version(),
         "versions": {
             name: _version(name)
             for name in ("trio", "anyio", "hypercorn", "starlette", "h11", "trio-bg")

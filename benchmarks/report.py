@@ -288,11 +288,13 @@ by round, in an order rotated every round.
 
 _HTTP_METHOD = """\
 The method of the shared HTTP baseline note. Each app of `benchmarks/apps.py` is served by
-Hypercorn's trio worker (`hypercorn.trio.serve`, one process, h11) in a subprocess started by
-`python -m benchmarks.server`, pinned to CPU 0 with `taskset -c 0`; `wrk -t1 -c{connections}
--d{duration}s --latency` runs pinned to CPU 1 on loopback, after an unmeasured {warmup} s
-warm-up. Each run starts a fresh server; the cases are interleaved run by run; {runs} run(s)
-per case, medians reported.
+Hypercorn's trio worker (one process, h11) in a subprocess started by
+`python -m benchmarks.server --runner {runner}`, pinned to CPU 0 with `taskset -c 0`
+(`--runner hypercorn`: `hypercorn.trio.serve`, as in the note; `--runner trio_bg`:
+`trio_bg.serve()` with its defaults, its garbage-collector settings included);
+`wrk -t1 -c{connections} -d{duration}s --latency` runs pinned to CPU 1 on loopback, after an
+unmeasured {warmup} s warm-up. Each run starts a fresh server; the cases are interleaved run by
+run; {runs} run(s) per case, medians reported.
 
 The server saturates its core, so **server CPU per request** is the steadier figure: the
 `utime + stime` of the server process from `/proc/PID/stat` over the measured window, divided
@@ -338,7 +340,8 @@ def _md_machine(meta: dict[str, Any]) -> str:
         f"{meta.get('nproc')} cores ({meta.get('cpu_model')}), {meta.get('platform')}; "
         f"Python {meta.get('python')}, trio {v.get('trio')}, anyio {v.get('anyio')}, "
         f"hypercorn {v.get('hypercorn')} (h11 {v.get('h11')}), starlette {v.get('starlette')}; "
-        f"load average at the start {meta.get('loadavg_at_start')}; measured {meta.get('date')}."
+        f"trio_bg at {meta.get('trio_bg_code', 'unknown')}; load average "
+        f"{meta.get('loadavg_at_end', meta.get('loadavg_at_start'))}; finished {meta.get('date')}."
     )
 
 
@@ -362,7 +365,7 @@ def markdown(parts: dict[str, PartResult]) -> str:
     if http is None:
         lines += ["Not measured in the last written run.", ""]
     else:
-        cfg = dict(http.meta.get("config", {}))
+        cfg = {"runner": "hypercorn", **http.meta.get("config", {})}
         lines += [f"Machine: {_md_machine(http.meta)}", "", "### Method", ""]
         lines += [_HTTP_METHOD.format(**cfg), "### Figures", ""]
         lines += _md_measurements(http)

@@ -10,6 +10,9 @@ It prints ``READY <url>`` once bound, then:
 - ``SIGUSR2`` ends it: the statistics (and the profile) are written to ``--stats-file``;
 - ``SIGTERM`` / ``SIGINT`` start Hypercorn's graceful shutdown.
 
+``--runner trio_bg`` serves through ``trio_bg.serve()`` with its defaults (its garbage-collector
+settings included) instead of ``hypercorn.trio.serve()``.
+
 Every collection is timed through ``gc.callbacks`` (a few hundred nanoseconds per collection,
 in every case alike), so the report can say whether latency spikes are collector pauses.
 """
@@ -64,6 +67,8 @@ class GcTimer:
             "window_seconds": time.perf_counter() - self.window_began,
             "gc_enabled": gc.isenabled(),
             "tracked_objects": len(gc.get_objects()),
+            "threshold": list(gc.get_threshold()),
+            "frozen": gc.get_freeze_count(),
             "tasks_living": trio.lowlevel.current_statistics().tasks_living,
             "generations": [
                 {
@@ -130,9 +135,20 @@ async def _serve(app: Callable[..., Awaitable[None]], args: argparse.Namespace) 
         await nursery.start(_control, shutdown, timer, args.stats_file, args.profile_file)
 
         async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await serve(
-                app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi"
-            )
+            if args.runner == "trio_bg":
+                # trio_bg.serve() with its defaults (its GC settings included); the signals
+                # stay with _control, so both runners stop the same way.
+                import trio_bg
+
+                await trio_bg.serve(
+                    app, config.bind, config=config, shutdown_trigger=shutdown.wait,
+                    handle_signals=False, task_status=task_status,
+                )  # fmt: skip
+            else:
+                await serve(
+                    app, config, shutdown_trigger=shutdown.wait, task_status=task_status,
+                    mode="asgi",
+                )  # fmt: skip
             nursery.cancel_scope.cancel()
 
         binds: list[str] = await nursery.start(run_server)
@@ -146,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stats-file", required=True)
     parser.add_argument("--profile-file", default=None)
     parser.add_argument("--gc", choices=("on", "off"), default="on")
+    parser.add_argument(
+        "--runner",
+        choices=("hypercorn", "trio_bg"),
+        default="hypercorn",
+        help="hypercorn.trio.serve (default) or trio_bg.serve with its defaults",
+    )
     parser.add_argument("--graceful-timeout", type=float, default=3.0)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
