@@ -4,6 +4,7 @@ raised in the ``async with`` body."""
 from __future__ import annotations
 
 import logging
+import math
 
 import outcome
 import pytest
@@ -257,3 +258,35 @@ async def test_the_close_caps_error_handlers_like_their_tasks(
         assert isinstance(handle.outcome, outcome.Error)
         assert isinstance(handle.outcome.error, ValueError)
     assert tm.statistics().failed == 2
+
+
+async def test_an_infinite_grace_manager_without_shielded_tasks_is_cancelled_from_outside(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The request managers' case: the close waits in the nursery's exit; a cancellation from
+    # outside stops the tasks there, the close reports them, and the Cancelled comes out alone.
+    caught_here = False
+    with trio.move_on_after(2) as outer:
+        try:
+            async with trio_bg.open_task_manager(grace_period=math.inf) as tm:
+                slow = tm.start_soon_named("slow", trio.sleep, 10)
+                quick = tm.start_soon_named("quick", trio.sleep, 1)
+        except trio.Cancelled:
+            caught_here = True
+            raise
+    assert caught_here
+    assert outer.cancelled_caught
+    assert trio.current_time() == 2
+    assert quick.state is TaskState.SUCCEEDED
+    assert slow.state is TaskState.CANCELLED
+    report = tm.shutdown_report
+    assert report is not None
+    assert report.cancelled == (slow,)
+    assert report.duration == 2
+    assert [
+        r.getMessage() for r in caplog.records if "cancelled by the shutdown" in r.getMessage()
+    ] == [
+        "task manager 'app' closed in 2.000 s; 1 task(s) cancelled by the shutdown: 'slow' (task-"
+        + slow.id.removeprefix("task-")
+        + ")"
+    ]

@@ -30,3 +30,11 @@ def all_cancelled(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return split_cancelled(cast("BaseExceptionGroup[BaseException]", exc))[1] is None
     return False
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (possibly nested) group that is not itself a group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

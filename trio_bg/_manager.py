@@ -24,7 +24,7 @@ import outcome
 import trio
 
 from ._callables import is_async_callable, reject_non_function
-from ._cancellation import all_cancelled, separate_cancelled
+from ._cancellation import all_cancelled, first_leaf, separate_cancelled
 from ._checks import check_cap, check_handler, check_seconds
 from ._deferred import DeferredStarter
 from ._exceptions import TaskRejected
@@ -137,7 +137,9 @@ class TaskManager(TaskStarter):
     _shield_deadline: float = _INF
     _dropped: list[TaskHandle[Any]]
     _idle: trio.Event | None = None
+    _close_started: float = 0.0
     _close_span: tuple[float, float] | None = None
+    _shielded: int = 0
     _report: ShutdownReport | None = None
     _started: int = 0
     _queued: int = 0
@@ -405,6 +407,8 @@ class TaskManager(TaskStarter):
             group._add(handle)
         self._active[n] = handle
         self._started += 1
+        if shield:
+            self._shielded += 1
         if deferred:
             self._deferred.setdefault(timing, []).append(handle)
             self._waiting += 1
@@ -574,6 +578,8 @@ class TaskManager(TaskStarter):
             if report and not getattr(handle, "_cancel_requested", False):
                 self._dropped.append(handle)
         del self._active[handle._n]
+        if handle._shield:
+            self._shielded -= 1
         extra = handle._extra
         if extra is not None:
             extra.context = None
@@ -665,10 +671,14 @@ class TaskManager(TaskStarter):
         """Run the close sequence; return an outer ``Cancelled`` caught during the grace period,
         for the caller to re-raise once the nursery has exited."""
         self._closed = True
-        started = trio.current_time()
+        started = self._close_started = trio.current_time()
         if self._deferred:
             self._dropped.extend(self._discard_deferred())
         caught: BaseException | None = None
+        if self._active and not aborted and self._grace == _INF and not self._shielded:
+            # Nothing to cap: the nursery's own exit waits for the tasks (one scheduling pass
+            # fewer per request), and an outer cancellation reaches them there directly.
+            return None
         if self._active:
             self._closing = True
             if not aborted:
@@ -695,16 +705,22 @@ class TaskManager(TaskStarter):
                             )
                     await self.wait_idle()
             self._closing = False
-        self._close_span = (started, trio.current_time())
+        return caught
+
+    def _report_close(self) -> None:
+        """After the nursery has exited: record the close and log the one report, if any task
+        was cancelled by it."""
+        started = self._close_started
+        ended = trio.current_time()
+        self._close_span = (started, ended)
         if self._dropped:
             report = self._report = ShutdownReport(
                 manager=self._name,
-                duration=self._close_span[1] - started,
+                duration=ended - started,
                 cancelled=tuple(sorted(self._dropped, key=lambda h: h._n)),
             )
             self._dropped = []
             logger.warning("%s", report)
-        return caught
 
 
 def _task_number(task_id: object) -> int | None:
@@ -782,11 +798,15 @@ class ManagerScope:
             except BaseExceptionGroup as group:
                 # Tasks stopped by an outer cancellation pass their Cancelled to the nursery,
                 # which groups them; the body (or the close) holds that same cancellation
-                # unwrapped in ``pending``: raise that instead of the group.
-                if pending is None or not all_cancelled(group):
+                # unwrapped in ``pending``: raise that instead of the group (or, if the
+                # cancellation came while the nursery waited, one of its own Cancelled).
+                if not all_cancelled(group):
                     raise
+                if pending is None:
+                    pending = first_leaf(group)
         finally:
             manager._nursery = None
+            manager._report_close()
         if pending is None or pending is exc:
             return False  # the body's own exception, if any, propagates unchanged
         try:
