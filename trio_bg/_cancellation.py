@@ -34,7 +34,8 @@ def all_cancelled(exc: BaseException) -> bool:
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception of a (possibly nested) group that is not itself a group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+    first: BaseException = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        inner = cast("BaseExceptionGroup[BaseException]", first)
+        first = inner.exceptions[0]
+    return first
