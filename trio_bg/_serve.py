@@ -18,8 +18,12 @@ if TYPE_CHECKING:
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-GC_THRESHOLD: tuple[int, int, int] | None = None
-"""serve()'s default ``gc_threshold``."""
+GC_THRESHOLD: tuple[int, int, int] | None = (700, 10, 1000)
+"""serve()'s default ``gc_threshold``: CPython's young generations as they are, and a full
+collection only after 1,000 middle-generation ones (CPython: 10). Measured with ~5,000 in-flight
+2 s tasks (benchmarks, case d): no full collection in the 10 s window instead of 4 (up to 131 ms
+each), and p99 42 ms instead of 141 ms; a larger first threshold (5000, 20, 1000) made the middle
+collections long (94 ms) and p99 worse (91 ms)."""
 
 
 async def serve(
