@@ -48,6 +48,16 @@ class TaskExtras:
         self.context: contextvars.Context | None = None
         self.always = False
 
+    def spent(self) -> bool:
+        """True once launched if nothing but the start context and ``always`` was set."""
+        return (
+            self.timeout is None
+            and self.retry is None
+            and self.on_error is None
+            and self.key is None
+            and self.group is None
+        )
+
 
 @final
 class TaskHandle(Generic[T]):

@@ -50,6 +50,7 @@ _SUCCEEDED = TaskState.SUCCEEDED
 _FAILED = TaskState.FAILED
 _CANCELLED = TaskState.CANCELLED
 _IMMEDIATE = Timing.IMMEDIATE
+_TIMING_BITS = {Timing.IMMEDIATE: 0, Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
 _INF = math.inf
 
 
@@ -126,16 +127,16 @@ class TaskManager(TaskStarter):
     _nursery: trio.Nursery | None = None
     _active: dict[int, TaskHandle[Any]]
     _keys: dict[str, TaskHandle[Any]]
-    _queue: deque[TaskHandle[Any]]
+    _queue: deque[TaskHandle[Any]] | None = None
     _deferred: dict[Timing, list[TaskHandle[Any]]]
-    _fired: set[Timing]
+    _fired: int = 0  # a bit per timing point that has come (_TIMING_BITS)
     _timing_points: bool = False
     _add_task_timing: Timing = _IMMEDIATE
-    _recent: deque[TaskHandle[Any]]
+    _recent: deque[TaskHandle[Any]] | None = None
     _closed: bool = False
     _closing: bool = False
     _shield_deadline: float = _INF
-    _dropped: list[TaskHandle[Any]]
+    _dropped: list[TaskHandle[Any]] | None = None
     _idle: trio.Event | None = None
     _close_started: float = 0.0
     _close_span: tuple[float, float] | None = None
@@ -184,11 +185,11 @@ class TaskManager(TaskStarter):
             self._limiter = trio.CapacityLimiter(max_threads)
         self._active = {}
         self._keys = {}
-        self._queue = deque()
+        if max_running is not None:
+            self._queue = deque()
         self._deferred = {}
-        self._fired = set()
-        self._dropped = []
-        self._recent = deque(maxlen=recent_limit)
+        if recent_limit:
+            self._recent = deque(maxlen=recent_limit)
         if timing_points:
             self._timing_points = True
             self._add_task_timing = add_task_timing
@@ -219,7 +220,7 @@ class TaskManager(TaskStarter):
     @property
     def recent(self) -> deque[TaskHandle[Any]]:
         """The most recently finished handles, newest last (bounded; treat as read-only)."""
-        return self._recent
+        return deque(maxlen=0) if self._recent is None else self._recent
 
     @property
     def shutdown_report(self) -> ShutdownReport | None:
@@ -249,7 +250,7 @@ class TaskManager(TaskStarter):
         handle = self._active.get(n)
         if handle is not None:
             return handle
-        for handle in self._recent:
+        for handle in self._recent or ():
             if handle._n == n:
                 return handle
         return None
@@ -284,7 +285,7 @@ class TaskManager(TaskStarter):
 
     def _fire(self, timing: Timing) -> None:
         """Start the tasks waiting for ``timing``; later starts at that timing run at once."""
-        self._fired.add(timing)
+        self._fired |= _TIMING_BITS[timing]
         for handle in self._deferred.pop(timing, ()):
             if handle._state is _PENDING:
                 self._waiting -= 1
@@ -366,7 +367,7 @@ class TaskManager(TaskStarter):
             raise TaskRejected(
                 f"task manager {self._name!r} reached its cap of {self._max_tasks} tasks"
             )
-        deferred = timing is not _IMMEDIATE and timing not in self._fired
+        deferred = timing is not _IMMEDIATE and not self._fired & _TIMING_BITS[timing]
         must_queue = (
             not deferred and self._max_running is not None and self._running >= self._max_running
         )
@@ -414,6 +415,7 @@ class TaskManager(TaskStarter):
             self._waiting += 1
         elif must_queue:
             handle._in_queue = True
+            assert self._queue is not None  # must_queue implies max_running
             self._queue.append(handle)
             self._queued += 1
         else:
@@ -422,9 +424,10 @@ class TaskManager(TaskStarter):
 
     def _schedule(self, handle: TaskHandle[Any]) -> None:
         """Launch a PENDING handle now, or queue it for a running slot."""
-        if self._max_running is not None and self._running >= self._max_running:
+        queue = self._queue
+        if queue is not None and self._running >= (self._max_running or 0):
             handle._in_queue = True
-            self._queue.append(handle)
+            queue.append(handle)
             self._queued += 1
         else:
             self._launch(handle)
@@ -444,6 +447,8 @@ class TaskManager(TaskStarter):
             nursery.start_soon(self._run, handle, name=handle._name)
         else:
             context, extra.context = extra.context, None
+            if extra.spent():
+                handle._extra = None  # it only carried the context and `always`: let it go
             context.run(self._start_in, nursery, handle)
 
     def _start_in(self, nursery: trio.Nursery, handle: TaskHandle[Any]) -> None:
@@ -576,6 +581,8 @@ class TaskManager(TaskStarter):
         else:
             self._cancelled += 1
             if report and not getattr(handle, "_cancel_requested", False):
+                if self._dropped is None:
+                    self._dropped = []
                 self._dropped.append(handle)
         del self._active[handle._n]
         if handle._shield:
@@ -588,7 +595,8 @@ class TaskManager(TaskStarter):
                 del self._keys[key]
             if extra.group is not None:
                 extra.group._task_done()
-        self._recent.append(handle)
+        if self._recent is not None:
+            self._recent.append(handle)
         event = handle._event
         if event is not None:
             event.set()
@@ -673,7 +681,9 @@ class TaskManager(TaskStarter):
         self._closed = True
         started = self._close_started = trio.current_time()
         if self._deferred:
-            self._dropped.extend(self._discard_deferred())
+            discarded = self._discard_deferred()
+            if discarded:
+                self._dropped = [*(self._dropped or ()), *discarded]
         caught: BaseException | None = None
         if self._active and not aborted and self._grace == _INF and not self._shielded:
             # Nothing to cap: the nursery's own exit waits for the tasks (one scheduling pass
@@ -719,7 +729,7 @@ class TaskManager(TaskStarter):
                 duration=ended - started,
                 cancelled=tuple(sorted(self._dropped, key=lambda h: h._n)),
             )
-            self._dropped = []
+            self._dropped = None
             logger.warning("%s", report)
 
 

@@ -114,17 +114,15 @@ class TaskMiddleware:
         return self._app_manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # http is handled right here rather than in a method of its own: one coroutine frame
+        # fewer for every request in flight (and for the garbage collector to walk).
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
-            await self._app(scope, receive, send)
-
-    # -- http ------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self._app(scope, receive, send)
+            return
         manager = TaskManager._create(
             name=f"{scope.get('method', 'HTTP')} {scope.get('path', '')}",
             max_tasks=self._max_per_request,
