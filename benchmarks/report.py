@@ -254,6 +254,9 @@ other part's figures from `latest.json` when it is there.
 The machine is shared with other engineers' test runs, so every figure is a **median over
 repeated rounds**; the tables give the number of rounds, the median and the minimum. Ratios are
 ratios of medians. Differences under ~10 % are noise on this machine.
+
+What was optimised, what each change bought, and the floors behind the targets that are not met:
+[Performance work](performance.md).
 """
 
 _MICRO_METHOD = """\
