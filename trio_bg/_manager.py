@@ -134,7 +134,6 @@ class TaskManager(TaskStarter):
     _add_task_timing: Timing = _IMMEDIATE
     _recent: deque[TaskHandle[Any]] | None = None
     _closed: bool = False
-    _closing: bool = False
     _shield_deadline: float = _INF
     _dropped: list[TaskHandle[Any]] | None = None
     _idle: trio.Event | None = None
@@ -690,7 +689,6 @@ class TaskManager(TaskStarter):
             # fewer per request), and an outer cancellation reaches them there directly.
             return None
         if self._active:
-            self._closing = True
             if not aborted:
                 try:
                     if self._grace == _INF:
@@ -714,7 +712,6 @@ class TaskManager(TaskStarter):
                                 handle._scope.deadline, self._shield_deadline
                             )
                     await self.wait_idle()
-            self._closing = False
         return caught
 
     def _report_close(self) -> None:
