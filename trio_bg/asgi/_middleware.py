@@ -12,7 +12,6 @@ from typing import Any, final
 
 import trio
 
-from .._cancellation import all_cancelled
 from .._checks import check_cap, check_handler, check_seconds
 from .._handle import ErrorHandler
 from .._log import logger
@@ -214,18 +213,16 @@ class _ResponseWatch:
             if message.get("more_body", False):
                 await self._send(message)
                 return
-            # A cancellation already due refuses the message at the server's first checkpoint;
-            # one that arrives during the send came after the server took it (Quart-Trio
-            # cancels its own send once Hypercorn, having written the body, reports the stream
-            # closed). An error means the client had gone: the body was handed over too.
-            handed_over = trio.current_effective_deadline() > trio.current_time()
+            # A cancellation already due refuses the message: raise it here, before the server
+            # sees the body. One that arrives during the send came after the server took it
+            # (Quart-Trio cancels its own send once Hypercorn, having written the body, reports
+            # the stream closed), and an error means the client had gone: the body was handed
+            # over either way, so the after-response point has come.
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 await self._send(message)
-            except BaseException as exc:
-                if handed_over or not all_cancelled(exc):
-                    self._manager._fire(_AFTER_RESPONSE)
-                raise
-            self._manager._fire(_AFTER_RESPONSE)
+            finally:
+                self._manager._fire(_AFTER_RESPONSE)
         elif kind == "http.response.start":
             self.started = True
             self._manager._fire(_AFTER_ROUTE)
