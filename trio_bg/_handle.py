@@ -39,14 +39,23 @@ class TaskExtras:
 
     __slots__ = ("always", "context", "group", "key", "on_error", "retry", "timeout")
 
-    def __init__(self) -> None:
-        self.timeout: float | None = None
-        self.retry: Retry | None = None
-        self.on_error: ErrorHandler | None = None
-        self.key: str | None = None
-        self.group: TaskGroup | None = None
-        self.context: contextvars.Context | None = None
-        self.always = False
+    def __init__(
+        self,
+        timeout: float | None,
+        retry: Retry | None,
+        on_error: ErrorHandler | None,
+        key: str | None,
+        group: TaskGroup | None,
+        always: bool,
+        context: contextvars.Context | None,
+    ) -> None:
+        self.timeout = timeout
+        self.retry = retry
+        self.on_error = on_error
+        self.key = key
+        self.group = group
+        self.always = always
+        self.context = context
 
     def spent(self) -> bool:
         """True once launched if nothing but the start context and ``always`` was set."""

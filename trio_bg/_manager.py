@@ -387,16 +387,9 @@ class TaskManager(TaskStarter):
             or deferred
             or must_queue
         ):
-            extra = TaskExtras()
-            extra.timeout = timeout
-            extra.retry = retry
-            extra.on_error = on_error
-            extra.key = key
-            extra.group = group
-            extra.always = always
-            if deferred or must_queue:
-                # Started later, from another task: keep the starter's context for it.
-                extra.context = contextvars.copy_context()
+            # A task started later, from another task, keeps the starter's context.
+            context = contextvars.copy_context() if deferred or must_queue else None
+            extra = TaskExtras(timeout, retry, on_error, key, group, always, context)
         n = next(_task_numbers)
         handle: TaskHandle[Any] = TaskHandle(
             self, n, name, fn, args, is_async, shield, timing, extra
