@@ -7,17 +7,8 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.jobs import sleep_then_raise, sleep_then_return
 from trio_bg import TaskState
-
-
-async def sleep_then_return(seconds: float, value: object) -> object:
-    await trio.sleep(seconds)
-    return value
-
-
-async def sleep_then_raise(seconds: float, exc: BaseException) -> None:
-    await trio.sleep(seconds)
-    raise exc
 
 
 async def test_wait_all_returns_results_in_start_order(

@@ -11,12 +11,8 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.jobs import sleep_then_return
 from trio_bg import TaskCancelled, TaskState, TaskStatistics, Timing
-
-
-async def sleep_then_return(seconds: float, value: object) -> object:
-    await trio.sleep(seconds)
-    return value
 
 
 async def test_active_tasks_oldest_first_active_count_and_get_by_id(

@@ -12,17 +12,8 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.jobs import sleep_then_raise, sleep_then_return
 from trio_bg import Retry, TaskCancelled, TaskHandle, TaskState
-
-
-async def sleep_then_return(seconds: float, value: object) -> object:
-    await trio.sleep(seconds)
-    return value
-
-
-async def sleep_then_raise(seconds: float, exc: BaseException) -> None:
-    await trio.sleep(seconds)
-    raise exc
 
 
 def trio_bg_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
