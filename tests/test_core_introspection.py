@@ -262,6 +262,33 @@ async def test_handle_cancel_on_a_shielded_running_task_cancels_it_at_once(
     assert tm.shutdown_report.cancelled == ()
 
 
+async def test_a_task_cancelled_before_its_first_step_never_runs() -> None:
+    # Launched (RUNNING) but not yet scheduled by trio: its scope does not exist yet, so the
+    # cancel makes one already cancelled, and the task never calls its function.
+    calls: list[str] = []
+
+    async def record() -> None:
+        calls.append("ran")
+
+    async with trio_bg.open_task_manager() as tm:
+        first = tm.start_soon_named("first", record)
+        second = tm.start_soon_named("second", record)
+        assert (first.state, second.state) == (TaskState.RUNNING, TaskState.RUNNING)
+        assert tm.cancel(first.id) is True
+        assert second.cancel() is True
+        await tm.wait_idle()
+    assert calls == []
+    for handle in (first, second):
+        assert handle.state is TaskState.CANCELLED
+        assert handle.started_at is None
+        assert handle.attempts == 0
+    assert tm.statistics() == TaskStatistics(
+        started=2, pending=0, running=0, succeeded=0, failed=0, cancelled=2, rejected=0
+    )
+    with pytest.raises(TaskCancelled, match=r"^task 'first' \(task-\d+\) was cancelled$"):
+        await first.get()
+
+
 async def test_handle_cancel_returns_false_once_the_task_is_done(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -78,7 +78,7 @@ class TaskHandle(Generic[T]):
     """
 
     # Only what every task needs is set at creation; the rarely used options live in one
-    # ``_extra`` object, and the slots filled on the way (_started, _finished, _value, _outcome,
+    # ``_extra`` object, and the slots filled on the way (_started, _finished, _result,
     # _attempts, _cancel_requested, _in_queue) are read with a default. Fewer stores and objects
     # per task keep the start -> run -> finish path close to a raw trio task.
     __slots__ = (
@@ -95,13 +95,12 @@ class TaskHandle(Generic[T]):
         "_manager",
         "_n",
         "_name",
-        "_outcome",
+        "_result",
         "_scope",
         "_shield",
         "_started",
         "_state",
         "_timing",
-        "_value",
     )
 
     _manager: TaskManager | None
@@ -112,8 +111,7 @@ class TaskHandle(Generic[T]):
     _extra: TaskExtras | None
     _started: float
     _finished: float
-    _value: T
-    _outcome: outcome.Error
+    _result: Any  # the value (SUCCEEDED) or its outcome.Error (FAILED)
     _attempts: int
     _cancel_requested: bool
     _in_queue: bool
@@ -192,7 +190,8 @@ class TaskHandle(Generic[T]):
     @property
     def attempts(self) -> int:
         """How many times the function has been called (0 before it started; retries count)."""
-        return getattr(self, "_attempts", 0)
+        # A plain task that ran was called once; only retried or timed tasks count here.
+        return getattr(self, "_attempts", 1 if hasattr(self, "_started") else 0)
 
     @property
     def created_at(self) -> datetime:
@@ -221,10 +220,11 @@ class TaskHandle(Generic[T]):
         """
         state = self._state
         if state is TaskState.SUCCEEDED:
-            value: outcome.Outcome[T] = outcome.Value(self._value)
+            value: outcome.Outcome[T] = outcome.Value(self._result)
             return value
         if state is TaskState.FAILED:
-            return self._outcome
+            error: outcome.Error = self._result
+            return error
         return None
 
     # -- waiting ---------------------------------------------------------------------------
@@ -252,9 +252,10 @@ class TaskHandle(Generic[T]):
         await self.wait()
         state = self._state
         if state is TaskState.SUCCEEDED:
-            return self._value
+            value: T = self._result
+            return value
         if state is TaskState.FAILED:
-            raise self._outcome.error
+            raise self._result.error
         raise TaskCancelled(f"task {self._name!r} ({self.id}) was cancelled")
 
     # -- control ---------------------------------------------------------------------------

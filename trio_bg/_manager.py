@@ -126,9 +126,9 @@ class TaskManager(TaskStarter):
     _limiter: trio.CapacityLimiter | None = None
     _nursery: trio.Nursery | None = None
     _active: dict[int, TaskHandle[Any]]
-    _keys: dict[str, TaskHandle[Any]]
+    _keys: dict[str, TaskHandle[Any]] | None = None
     _queue: deque[TaskHandle[Any]] | None = None
-    _deferred: dict[Timing, list[TaskHandle[Any]]]
+    _deferred: dict[Timing, list[TaskHandle[Any]]] | None = None
     _fired: int = 0  # a bit per timing point that has come (_TIMING_BITS)
     _timing_points: bool = False
     _add_task_timing: Timing = _IMMEDIATE
@@ -183,10 +183,8 @@ class TaskManager(TaskStarter):
         if max_threads is not None:
             self._limiter = trio.CapacityLimiter(max_threads)
         self._active = {}
-        self._keys = {}
         if max_running is not None:
             self._queue = deque()
-        self._deferred = {}
         if recent_limit:
             self._recent = deque(maxlen=recent_limit)
         if timing_points:
@@ -285,7 +283,10 @@ class TaskManager(TaskStarter):
     def _fire(self, timing: Timing) -> None:
         """Start the tasks waiting for ``timing``; later starts at that timing run at once."""
         self._fired |= _TIMING_BITS[timing]
-        for handle in self._deferred.pop(timing, ()):
+        deferred = self._deferred
+        if not deferred:
+            return
+        for handle in deferred.pop(timing, ()):
             if handle._state is _PENDING:
                 self._waiting -= 1
                 self._schedule(handle)
@@ -294,7 +295,9 @@ class TaskManager(TaskStarter):
         """Settle the tasks whose timing point never came: ``always`` ones start, the rest end
         CANCELLED. Returns the discarded handles."""
         discarded: list[TaskHandle[Any]] = []
-        deferred, self._deferred = self._deferred, {}
+        deferred, self._deferred = self._deferred, None
+        if not deferred:
+            return discarded
         for handles in deferred.values():
             for handle in handles:
                 if handle._state is not _PENDING:
@@ -354,7 +357,7 @@ class TaskManager(TaskStarter):
             raise TypeError(f"key must be a str or None, got {type(key).__name__}")
         if group is not None:
             group._check_open()
-        if key is not None:
+        if key is not None and self._keys is not None:
             existing = self._keys.get(key)
             if existing is not None:
                 return existing
@@ -395,6 +398,8 @@ class TaskManager(TaskStarter):
             self, n, name, fn, args, is_async, shield, timing, extra
         )
         if key is not None:
+            if self._keys is None:
+                self._keys = {}
             self._keys[key] = handle
         if group is not None:
             group._add(handle)
@@ -403,6 +408,8 @@ class TaskManager(TaskStarter):
         if shield:
             self._shielded += 1
         if deferred:
+            if self._deferred is None:
+                self._deferred = {}
             self._deferred.setdefault(timing, []).append(handle)
             self._waiting += 1
         elif must_queue:
@@ -430,10 +437,12 @@ class TaskManager(TaskStarter):
         assert nursery is not None
         handle._state = _RUNNING
         self._running += 1
-        scope = trio.CancelScope(shield=handle._shield)
-        if handle._shield and self._shield_deadline != _INF:
+        if handle._shield:
+            # A shielded task's scope exists from launch, for the close to cap it. Others get
+            # theirs when they first run (or when cancelled before that): one object fewer per
+            # task waiting in the run queue.
+            scope = handle._scope = trio.CancelScope(shield=True)
             scope.deadline = self._shield_deadline
-        handle._scope = scope
         extra = handle._extra
         if extra is None or extra.context is None:
             nursery.start_soon(self._run, handle, name=handle._name)
@@ -455,17 +464,18 @@ class TaskManager(TaskStarter):
         args = handle._args
         assert fn is not None and args is not None
         handle._fn = handle._args = None
-        handle._started = _now()
         scope = handle._scope
-        assert scope is not None
-        ran = False
+        if scope is None:
+            scope = handle._scope = trio.CancelScope()
+            ran = True
+        else:  # cancelled before its first step, or a shielded task past the shield cap
+            ran = not scope.cancel_called
         value: Any = None
         try:
             with scope:
-                if not scope.cancel_called:
-                    ran = True
+                if ran:
+                    handle._started = _now()
                     if handle._is_async and handle._extra is None:
-                        handle._attempts = 1
                         value = await fn(*args)
                     else:
                         value = await self._attempt(handle, fn, args)
@@ -485,7 +495,7 @@ class TaskManager(TaskStarter):
         if scope.cancelled_caught or not ran:
             self._finish(handle, _CANCELLED, report=True)
         else:
-            handle._value = value
+            handle._result = value
             self._finish(handle, _SUCCEEDED, report=False)
 
     async def _attempt(
@@ -529,7 +539,7 @@ class TaskManager(TaskStarter):
 
     async def _fail(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Record a failure: log it, run the error handler once, then finish the handle."""
-        handle._outcome = outcome.Error(exc)
+        handle._result = outcome.Error(exc)
         logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
         handler = self._on_error
         if handle._extra is not None and handle._extra.on_error is not None:
@@ -583,8 +593,9 @@ class TaskManager(TaskStarter):
         if extra is not None:
             extra.context = None
             key = extra.key
-            if key is not None and self._keys.get(key) is handle:
-                del self._keys[key]
+            keys = self._keys
+            if key is not None and keys is not None and keys.get(key) is handle:
+                del keys[key]
             if extra.group is not None:
                 extra.group._task_done()
         if self._recent is not None:
@@ -613,7 +624,8 @@ class TaskManager(TaskStarter):
         """Cancel one active task: a PENDING one ends now, a RUNNING one at its next checkpoint."""
         if handle._state is _RUNNING:
             scope = handle._scope
-            assert scope is not None
+            if scope is None:  # launched, not yet run: it will enter this cancelled scope
+                scope = handle._scope = trio.CancelScope()
             scope.cancel()
             return
         if getattr(handle, "_in_queue", False):
