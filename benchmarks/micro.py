@@ -122,6 +122,22 @@ async def spawn_raw(n: int) -> float:
     return time.perf_counter() - began
 
 
+async def _scoped(fn: Callable[[], Awaitable[object]], results: list[object]) -> None:
+    # The floor of any task that can be cancelled on its own and keeps its result: a wrapper
+    # coroutine and one cancel scope, nothing else.
+    with trio.CancelScope():
+        results.append(await fn())
+
+
+async def spawn_raw_scoped(n: int) -> float:
+    results: list[object] = []
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(_scoped, noop, results)
+    return time.perf_counter() - began
+
+
 async def spawn_trio_bg(n: int) -> float:
     began = time.perf_counter()
     async with trio_bg.open_task_manager() as tm:
@@ -219,6 +235,18 @@ async def memory_raw(n: int) -> tuple[float, float]:
 
         def spawn() -> None:
             nursery.start_soon(idle)
+
+        per_task = await _traced_growth(spawn, n)
+        nursery.cancel_scope.cancel()
+    return per_task
+
+
+async def memory_raw_scoped(n: int) -> tuple[float, float]:
+    results: list[object] = []
+    async with trio.open_nursery() as nursery:
+
+        def spawn() -> None:
+            nursery.start_soon(_scoped, idle, results)
 
         per_task = await _traced_growth(spawn, n)
         nursery.cancel_scope.cancel()
@@ -376,12 +404,16 @@ def run_micro(config: MicroConfig) -> PartResult:
     n = config.spawn_tasks
     g1 = f"P1 start + finish {n:,} no-op tasks"
     p1_raw = make("p1.raw", "raw trio nursery.start_soon", "us/task", g1)
+    p1_floor = make(
+        "p1.raw_scoped", "raw trio + wrapper + own CancelScope (the floor)", "us/task", g1
+    )
     p1_bg = make("p1.trio_bg", 'trio_bg tm.start_soon_named("noop", noop)', "us/task", g1)
     g2 = f"P1 + result: {n:,} tasks, each result awaited"
     r_raw = make("p1r.raw", "raw trio, result via list + Event", "us/task", g2)
     r_bg = make("p1r.trio_bg", "trio_bg await handle.get()", "us/task", g2)
     variants: list[Variant] = [
         (p1_raw, per_task(spawn_raw, n)),
+        (p1_floor, per_task(spawn_raw_scoped, n)),
         (p1_bg, per_task(spawn_trio_bg, n)),
         (r_raw, per_task(results_raw, n)),
         (r_bg, per_task(results_trio_bg, n)),
@@ -405,7 +437,11 @@ def run_micro(config: MicroConfig) -> PartResult:
     n = config.memory_tasks
     g3 = f"P3 memory per idle task ({n:,} tasks in trio.sleep_forever())"
     memory: list[tuple[Measurement, Measurement, Callable[[], tuple[float, float]]]] = []
-    kinds = [("raw", "raw trio task", memory_raw), ("trio_bg", "trio_bg task", memory_trio_bg)]
+    kinds = [
+        ("raw", "raw trio task", memory_raw),
+        ("trio_bg", "trio_bg task", memory_trio_bg),
+        ("raw_scoped", "raw + wrapper + own CancelScope", memory_raw_scoped),
+    ]
     if has_anyio:
         kinds.append(("anyio", "anyio task (trio backend)", memory_anyio))
     for kind, label, fn in kinds:
@@ -475,6 +511,12 @@ def run_micro(config: MicroConfig) -> PartResult:
     by_key = {m.key: m for m in measurements}
     checks = [
         Check("P1", "P1 start+finish: trio_bg / raw trio", ratio(p1_bg, p1_raw), target=1.25),
+        Check(
+            "P1floor",
+            "(floor) P1 raw trio + wrapper + own CancelScope / raw trio",
+            ratio(p1_floor, p1_raw),
+            note="what any separately cancellable task costs; trio_bg cannot go below it",
+        ),
         Check("P1r", "P1 + result: trio_bg / raw trio", ratio(r_bg, r_raw)),
         Check(
             "P1nogc",
@@ -494,6 +536,9 @@ def run_micro(config: MicroConfig) -> PartResult:
         ]  # fmt: skip
     checks += [
         Check("P3", "P3 memory per idle task: trio_bg / raw trio", ratio(m_bg, m_raw), target=1.5),
+        Check("P3floor", "(floor) P3 raw trio + wrapper + own CancelScope / raw trio",
+              ratio(by_key["p3.raw_scoped"], m_raw),
+              note="what any separately cancellable task costs; trio_bg cannot go below it"),
         Check("P3o", "P3 GC-tracked objects per idle task: trio_bg / raw trio",
               ratio(by_key["p3.objects.trio_bg"], by_key["p3.objects.raw"]),
               note="no target given; what a collection must traverse per in-flight task"),

@@ -268,8 +268,10 @@ by round, in an order rotated every round.
 - **P1**: {spawn_tasks:,} tasks that return at once, started in a loop and finished (the time
   runs until the nursery / manager / task group has exited): raw `nursery.start_soon(noop)`;
   `tm.start_soon_named("noop", noop)` in `async with trio_bg.open_task_manager()`; anyio's
-  `TaskGroup.start_soon(noop)` (which returns a `TaskHandle` since 4.14). The rows marked
-  "(gc disabled)" run raw trio and trio_bg again with `gc.disable()`, to tell the collector's
+  `TaskGroup.start_soon(noop)` (which returns a `TaskHandle` since 4.14); and the floor of any
+  task that can be cancelled on its own and keeps its result: raw trio, each task a wrapper
+  coroutine that runs `noop` inside its own `trio.CancelScope` and stores the result. The rows
+  marked "(gc disabled)" run raw trio and trio_bg again with `gc.disable()`, to tell the collector's
   pauses ({spawn_tasks:,} live coroutines and handles make its full collections long) from the
   rest.
 - **P1 + result**: the same, then each result awaited in start order: `await handle.get()`
@@ -277,7 +279,8 @@ by round, in an order rotated every round.
   raw trio a wrapper that stores the result in a list and sets a `trio.Event` per task.
 - **P3**: {memory_tasks:,} tasks blocked in `trio.sleep_forever()`; bytes traced by
   `tracemalloc` from before the first start to once all are blocked
-  (`trio.testing.wait_all_tasks_blocked()`), after a `gc.collect()`, per task.
+  (`trio.testing.wait_all_tasks_blocked()`), after a `gc.collect()`, per task; the floor row
+  blocks in the same wrapper with its own cancel scope as P1's.
 - **P6 cancel(id)**: {cancel_live_tasks:,} live (blocked) tasks; {cancel_calls} single
   `tm.cancel(task_id)` calls on different, random ids, each timed with `perf_counter_ns`; a
   round's figure is the median call. **cancel_all**: {small:,} and {large:,} blocked tasks;
