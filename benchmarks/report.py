@@ -191,6 +191,20 @@ def write_chart(path: Path, parts: dict[str, PartResult]) -> None:
     positions = list(range(len(targeted)))[::-1]
     ax.barh(positions, values, color=colours)
     ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+    # Where a floor was measured in the same run (P1floor beside P1, ...), mark it on the bar:
+    # the part of the bar right of the mark is trio_bg's own, the rest any cancellable task's.
+    floors = {c.key.removesuffix("floor"): c.value for name in PART_ORDER if name in parts
+              for c in parts[name].checks if c.key.endswith("floor")}  # fmt: skip
+    marked = False
+    for position, check in zip(positions, targeted, strict=True):
+        floor = floors.get(check.key)
+        if floor is not None and check.target:
+            label = None if marked else "floor (raw + own cancel scope)"
+            x = floor / check.target
+            ax.plot([x, x], [position - 0.4, position + 0.4], "k-", linewidth=2.5, label=label)
+            marked = True
+    if marked:
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(positions, labels, fontsize=8)
     ax.set_xlabel("value / target (<= 1 meets the target)")
     ax.set_title("Targets (green: met, red: missed)")
