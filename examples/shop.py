@@ -171,7 +171,7 @@ async def make_thumbnails(manager: TaskManager, photo_id: int) -> list[str]:
     async with manager.open_group("thumbnails") as group:
         for size in THUMBNAIL_SIZES:
             group.start_soon_named("resize", resize, photo_id, size)
-    paths: list[str] = await group.wait_all()
+    paths = await group.wait_all(str)
     outbox.add("thumbnails", ", ".join(paths))
     return paths
 

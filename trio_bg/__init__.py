@@ -1,58 +1,58 @@
 """trio_bg: named, awaitable, nursery-owned background tasks for trio and Hypercorn.
 
-This module only re-exports; the code lives in private modules, one concept each.
+This module only re-exports; the code lives in private modules, one concept each (the map is
+``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
-from ._deferred import DeferredStarter as DeferredStarter
+from ._closing import TaskManagerContext as TaskManagerContext
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskRejected as TaskRejected
 from ._group import TaskGroup as TaskGroup
 from ._handle import ErrorHandler as ErrorHandler
 from ._handle import TaskHandle as TaskHandle
-from ._manager import ShutdownReport as ShutdownReport
+from ._handle_like import TaskHandleLike as TaskHandleLike
+from ._instruments import Instrument as Instrument
+from ._instruments import add_instrument as add_instrument
+from ._instruments import remove_instrument as remove_instrument
 from ._manager import TaskManager as TaskManager
-from ._manager import TaskStatistics as TaskStatistics
 from ._manager import open_task_manager as open_task_manager
+from ._public import fixup_module_metadata as _fixup_module_metadata
+from ._registry import find_task as find_task
+from ._registry import set_recent_limit as set_recent_limit
 from ._retry import Retry as Retry
 from ._serve import serve as serve
+from ._starter import TaskStarter as TaskStarter
 from ._state import TaskState as TaskState
 from ._state import Timing as Timing
+from ._statistics import ShutdownReport as ShutdownReport
+from ._statistics import TaskStatistics as TaskStatistics
 
 __version__ = "0.1.0"
 
-for _obj in (
-    DeferredStarter,
-    TaskCancelled,
-    TaskRejected,
-    TaskGroup,
-    TaskHandle,
-    ShutdownReport,
-    TaskManager,
-    TaskStatistics,
-    open_task_manager,
-    Retry,
-    serve,
-    TaskState,
-    Timing,
-):
-    _obj.__module__ = __name__
-del _obj
+_fixup_module_metadata(__name__, globals())
 
 __all__ = [
-    "DeferredStarter",
     "ErrorHandler",
+    "Instrument",
     "Retry",
     "ShutdownReport",
     "TaskCancelled",
     "TaskGroup",
     "TaskHandle",
+    "TaskHandleLike",
     "TaskManager",
+    "TaskManagerContext",
     "TaskRejected",
+    "TaskStarter",
     "TaskState",
     "TaskStatistics",
     "Timing",
+    "add_instrument",
+    "find_task",
     "open_task_manager",
+    "remove_instrument",
     "serve",
+    "set_recent_limit",
 ]

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "demo":
-        from ._demo import app as demo_app
+        from .asgi._demo import app as demo_app
 
         app: Callable[..., Awaitable[None]] = demo_app
     else:

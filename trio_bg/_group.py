@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, final, overload
 
 import outcome
 import trio
 
-from ._exceptions import TaskCancelled, TaskRejected
+from ._exceptions import TaskCancelled
 from ._starter import TaskStarter
 
 if TYPE_CHECKING:
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ._handle import ErrorHandler, TaskHandle
     from ._manager import TaskManager
     from ._retry import Retry
+
+
+T = TypeVar("T")
 
 
 @final
@@ -68,24 +71,26 @@ class TaskGroup(TaskStarter):
         """The group's tasks, in start order."""
         return tuple(self._handles)
 
-    def _spawn(
+    def _start(
         self,
         method: str,
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        shield: bool,
-        timeout: float | None,
-        retry: Retry | None,
-        on_error: ErrorHandler | None,
-        key: str | None,
-        always: bool,
+        *,
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[Any]:
         return self._manager._spawn(
-            method, name, fn, args, shield, timeout, retry, on_error, key, always, group=self
-        )
+            method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
+            on_error=on_error, key=key, always=always, group=self,
+        )  # fmt: skip
 
-    def _check_open(self) -> None:
+    def _check_open(self, name: str) -> None:
         """Refuse a start outside the block. The manager calls this after validating the start,
         so a rejected coroutine object is closed first; a refusal counts as ``rejected``."""
         if not self._entered:
@@ -93,8 +98,9 @@ class TaskGroup(TaskStarter):
                 f"enter group {self._name!r} with 'async with' before starting tasks"
             )
         if self._exited:
-            self._manager._rejected += 1
-            raise TaskRejected(f"group {self._name!r} is closed to new tasks")
+            raise self._manager._task_rejected(
+                name, "group_closed", f"group {self._name!r} is closed to new tasks"
+            )
 
     def _add(self, handle: TaskHandle[Any]) -> None:
         self._handles.append(handle)
@@ -114,16 +120,30 @@ class TaskGroup(TaskStarter):
             self._done = trio.Event()
         await self._done.wait()
 
-    async def wait_all(self) -> list[Any]:
+    @overload
+    async def wait_all(self) -> list[object]: ...
+
+    @overload
+    async def wait_all(self, of: type[T]) -> list[T]: ...
+
+    async def wait_all(self, of: type[Any] = object) -> list[Any]:
         """Wait for every task of the group; return their values in start order.
+
+        A group may hold tasks of any result type, so the values are ``object``s; pass ``of``
+        (``await group.wait_all(str)``) when they share one type, and get a ``list[str]`` that is
+        checked value by value. Cancelling the caller stops the wait; it does not cancel the
+        tasks.
 
         Raises:
             BaseExceptionGroup: if any task failed or was cancelled, holding each failure (the
                 task's own exception object) and a TaskCancelled for each cancelled task, in
                 start order, once every task is done.
+            TypeError: a value is not an instance of ``of``.
         """
+        if not isinstance(cast(object, of), type):
+            raise TypeError(f"wait_all() takes a class, got {type(of).__name__}")
         await self._wait()
-        values: list[Any] = []
+        values: list[object] = []
         errors: list[BaseException] = []
         for handle in self._handles:
             result = handle.outcome
@@ -138,6 +158,13 @@ class TaskGroup(TaskStarter):
                 f"{len(errors)} of {len(self._handles)} tasks in group {self._name!r} failed",
                 errors,
             )
+        if of is not object:
+            for handle, value in zip(self._handles, values, strict=True):
+                if not isinstance(value, of):
+                    raise TypeError(
+                        f"task {handle.name!r} ({handle.id}) of group {self._name!r} returned "
+                        f"{type(value).__name__}, not {of.__name__}"
+                    )
         return values
 
     def _cancel_unshielded(self) -> None:
@@ -167,11 +194,13 @@ class TaskGroup(TaskStarter):
             self._cancel_unshielded()
             raise
 
-    def __enter__(self) -> TaskGroup:
-        raise TypeError("use 'async with tm.open_group(...)', not 'with'")
+    if not TYPE_CHECKING:  # hidden from type checkers, so that `with` is a static error too
 
-    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ always raises
-        return None
+        def __enter__(self) -> NoReturn:
+            raise TypeError("use 'async with tm.open_group(...)', not 'with'")
+
+        def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
+            return None
 
     def __repr__(self) -> str:
         size = len(self._handles)

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ._manager import TaskManager
     from ._retry import Retry
 
-T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 ErrorHandler = Callable[["TaskHandle[Any]", BaseException], "Awaitable[None] | None"]
@@ -69,7 +68,7 @@ class TaskExtras:
 
 
 @final
-class TaskHandle(Generic[T]):
+class TaskHandle(Generic[T_co]):
     """A started task: what it is, where it is in its life, and its result once it has one.
 
     Handles are made by a :class:`~trio_bg.TaskManager`; they are never constructed by hand. A
@@ -104,6 +103,8 @@ class TaskHandle(Generic[T]):
     )
 
     _manager: TaskManager | None
+    _n: int
+    _name: str
     _fn: Callable[..., Any] | None
     _args: tuple[Any, ...] | None
     _scope: trio.CancelScope | None
@@ -111,7 +112,9 @@ class TaskHandle(Generic[T]):
     _extra: TaskExtras | None
     _started: float
     _finished: float
-    _result: Any  # the value (SUCCEEDED) or its outcome.Error (FAILED)
+    # One slot for the result: the value (SUCCEEDED), its outcome.Error (FAILED), or the
+    # trio.Cancelled that ended a RUNNING task (CANCELLED; the cause of get()'s TaskCancelled).
+    _result: Any
     _attempts: int
     _cancel_requested: bool
     _in_queue: bool
@@ -211,7 +214,7 @@ class TaskHandle(Generic[T]):
         return _timestamp(getattr(self, "_finished", None))
 
     @property
-    def outcome(self) -> outcome.Outcome[T] | None:
+    def outcome(self) -> outcome.Outcome[T_co] | None:
         """``outcome.Value`` or ``outcome.Error`` once SUCCEEDED or FAILED; None otherwise.
 
         Read ``.value`` / ``.error`` on it; do not ``unwrap()`` it, which works only once. A
@@ -220,7 +223,7 @@ class TaskHandle(Generic[T]):
         """
         state = self._state
         if state is TaskState.SUCCEEDED:
-            value: outcome.Outcome[T] = outcome.Value(self._result)
+            value: outcome.Outcome[T_co] = outcome.Value(self._result)
             return value
         if state is TaskState.FAILED:
             error: outcome.Error = self._result
@@ -241,22 +244,24 @@ class TaskHandle(Generic[T]):
             self._event = trio.Event()
         await self._event.wait()
 
-    async def get(self) -> T:
+    async def get(self) -> T_co:
         """Wait for the task and return its value, or raise its exception.
 
         Any number of callers may wait, before or after the task finished; each gets the same
         value or the same exception object. A cancelled or discarded task raises
-        :class:`~trio_bg.TaskCancelled`. Cancelling the caller stops the wait; it does not cancel
-        the task.
+        :class:`~trio_bg.TaskCancelled`, raised ``from`` the ``trio.Cancelled`` that stopped it
+        (its traceback shows where the task was waiting), or from nothing if it never ran.
+        Cancelling the caller stops the wait; it does not cancel the task.
         """
         await self.wait()
         state = self._state
         if state is TaskState.SUCCEEDED:
-            value: T = self._result
+            value: T_co = self._result
             return value
         if state is TaskState.FAILED:
             raise self._result.error
-        raise TaskCancelled(f"task {self._name!r} ({self.id}) was cancelled")
+        cause: BaseException | None = getattr(self, "_result", None)
+        raise TaskCancelled(f"task {self._name!r} ({self.id}) was cancelled") from cause
 
     # -- control ---------------------------------------------------------------------------
 

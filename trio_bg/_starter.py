@@ -1,9 +1,10 @@
-"""The start methods shared by managers, groups and timing points, typed once.
+"""The start methods shared by managers, groups and a request's timing points, typed once.
 
 Positional arguments are typed with a TypeVarTuple, so a type checker catches a wrong argument;
 the options are keyword-only; keyword arguments for the function go through ``add_task`` or
 ``functools.partial``. Every start is synchronous, like trio's ``nursery.start_soon``: it returns a
-:class:`~trio_bg.TaskHandle` at once, or raises before anything is started.
+:class:`~trio_bg.TaskHandle` at once, or raises before anything is started. Each kind of starter
+implements one method, :meth:`TaskStarter._start`, with the options named.
 """
 
 from __future__ import annotations
@@ -28,19 +29,21 @@ class TaskStarter:
 
     __slots__ = ()
 
-    def _spawn(
+    def _start(
         self,
         method: str,
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        shield: bool,
-        timeout: float | None,
-        retry: Retry | None,
-        on_error: ErrorHandler | None,
-        key: str | None,
-        always: bool,
+        *,
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[Any]:
+        """Start one task; ``method`` names the public method, for error messages."""
         raise NotImplementedError
 
     @overload
@@ -54,6 +57,7 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[T]: ...
 
     @overload
@@ -67,6 +71,7 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[T]: ...
 
     def start_soon_named(
@@ -79,15 +84,17 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[Any]:
         """Start ``fn(*args)`` as a task called ``name``; return its handle at once.
 
         ``fn`` is an async function (run in the manager's nursery) or a plain function (run in a
         worker thread). See :meth:`start_soon` for the options.
         """
-        return self._spawn(
-            "start_soon_named", name, fn, args, shield, timeout, retry, on_error, key, False
-        )
+        return self._start(
+            "start_soon_named", name, fn, args, shield=shield, timeout=timeout, retry=retry,
+            on_error=on_error, key=key, always=always,
+        )  # fmt: skip
 
     @overload
     def start_soon(
@@ -99,6 +106,7 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[T]: ...
 
     @overload
@@ -111,6 +119,7 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[T]: ...
 
     def start_soon(
@@ -122,6 +131,7 @@ class TaskStarter:
         retry: Retry | None = None,
         on_error: ErrorHandler | None = None,
         key: str | None = None,
+        always: bool = False,
     ) -> TaskHandle[Any]:
         """Start ``fn(*args)`` as a task named after the function; return its handle at once.
 
@@ -136,14 +146,17 @@ class TaskStarter:
                 manager's handler.
             key: at most one active task per key: while one is active, the same handle is
                 returned and nothing new is started.
+            always: for a request's ``after_route`` / ``after_response`` starts: run the task
+                even if that point never comes (the handler failed). Elsewhere a task starts at
+                once, so it always runs and the flag changes nothing.
 
         Raises:
             TaskRejected: the manager is closed, its pending queue is full, or its cap reached.
             TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option).
         """
-        return self._spawn(
-            "start_soon", callable_name(fn) if callable(fn) else "", fn, args,
-            shield, timeout, retry, on_error, key, False,
+        return self._start(
+            "start_soon", callable_name(fn) if callable(fn) else "", fn, args, shield=shield,
+            timeout=timeout, retry=retry, on_error=on_error, key=key, always=always,
         )  # fmt: skip
 
     @overload
@@ -166,9 +179,4 @@ class TaskStarter:
         name = callable_name(fn) if callable(fn) else ""
         if kwargs and callable(fn):
             fn = functools.partial(fn, **kwargs)
-        return self._add_task(name, fn, args)
-
-    def _add_task(
-        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> TaskHandle[Any]:
-        return self._spawn("add_task", name, fn, args, False, None, None, None, None, False)
+        return self._start("add_task", name, fn, args)

@@ -87,6 +87,7 @@ async def check_manager() -> None:
             assert_type(group, TaskGroup)
             assert_type(await group.start_soon(returns_int).get(), int)
             group.start_soon(takes_int, b"bytes")  # type: ignore[arg-type]
-            assert_type(await group.wait_all(), list[Any])
+            assert_type(await group.wait_all(), list[object])
+            assert_type(await group.wait_all(int), list[int])
 
         await trio.lowlevel.checkpoint()

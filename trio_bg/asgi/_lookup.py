@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from .._manager import TaskManager
+from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY
 
 
-def request_tasks(scope: Mapping[str, Any]) -> TaskManager:
+def request_tasks(scope: Mapping[str, Any]) -> RequestTaskManager:
     """This http request's task manager.
 
     ``scope`` is the ASGI scope (a Starlette ``Request`` works too: it is a mapping over its scope;
@@ -21,7 +22,7 @@ def request_tasks(scope: Mapping[str, Any]) -> TaskManager:
             http request.
     """
     manager = scope.get(REQUEST_TASKS_KEY)
-    if isinstance(manager, TaskManager):
+    if isinstance(manager, RequestTaskManager):
         return manager
     if scope.get("type", "http") != "http":
         raise RuntimeError(

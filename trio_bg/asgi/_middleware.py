@@ -8,16 +8,20 @@ for the timing points, and starts the deferred tasks when their point comes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, final
 
 import trio
 
 from .._checks import check_cap, check_handler, check_seconds
+from .._closing import TaskManagerContext
 from .._handle import ErrorHandler
+from .._instruments import Instrument
 from .._log import logger
-from .._manager import ManagerScope, TaskManager
+from .._manager import TaskManager, check_instruments
 from .._state import Timing
 from ._lifespan import InnerLifespan
+from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
 
 _AFTER_ROUTE = Timing.AFTER_ROUTE
@@ -61,17 +65,23 @@ class TaskMiddleware:
         max_running: app manager: how many app tasks run at once (None: no cap).
         max_pending: app manager: how many app tasks may wait for a slot.
         name: the app manager's name in logs.
+        instruments: :class:`trio_bg.Instrument` objects for the app manager and every request
+            manager (after the process-wide ones).
+        recent_limit: how many finished app tasks the app manager keeps in ``recent`` (and so
+            :func:`trio_bg.find_task` finds, beyond the process-wide history).
     """
 
     __slots__ = (
         "_app",
         "_app_manager",
         "_grace",
+        "_instruments",
         "_max_pending",
         "_max_per_request",
         "_max_running",
         "_name",
         "_on_error",
+        "_recent_limit",
         "_shield_timeout",
     )
 
@@ -86,6 +96,8 @@ class TaskMiddleware:
         max_running: int | None = None,
         max_pending: int | None = None,
         name: str = "app",
+        instruments: Iterable[Instrument] = (),
+        recent_limit: int = 100,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TaskMiddleware() takes an ASGI app, got {type(app).__name__!r}")
@@ -105,6 +117,11 @@ class TaskMiddleware:
         if type(name) is not str or not name:
             raise ValueError("task manager name must be a non-empty string")
         self._name = name
+        checked_recent = check_cap("recent_limit", recent_limit, 0)
+        if checked_recent is None:
+            raise TypeError("recent_limit must be an int, got NoneType")
+        self._recent_limit = checked_recent
+        self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
 
     @property
@@ -122,27 +139,26 @@ class TaskMiddleware:
             else:
                 await self._app(scope, receive, send)
             return
-        manager = TaskManager._create(
+        manager = RequestTaskManager._create(
             name=f"{scope.get('method', 'HTTP')} {scope.get('path', '')}",
             max_tasks=self._max_per_request,
             grace_period=math.inf,
             shield_timeout=self._shield_timeout,
             on_error=self._on_error,
-            timing_points=True,
-            add_task_timing=_AFTER_RESPONSE,
             recent_limit=0,
+            instruments=self._instruments,
         )
         scope[REQUEST_TASKS_KEY] = manager
         if self._app_manager is not None:
             scope[APP_TASKS_KEY] = self._app_manager
         response = _ResponseWatch(manager, send)
         failure: BaseException | None = None
-        async with ManagerScope(manager):
+        async with TaskManagerContext(manager):
             try:
                 await self._app(scope, receive, response.send)
             except Exception as exc:
                 failure = exc
-            discarded = manager._discard_deferred()
+            discarded = manager._drop_held()
             if discarded:
                 names = ", ".join(f"{h.name!r} ({h.id})" for h in discarded)
                 logger.warning(
@@ -174,8 +190,10 @@ class TaskMiddleware:
                 grace_period=self._grace,
                 shield_timeout=self._shield_timeout,
                 on_error=self._on_error,
+                recent_limit=self._recent_limit,
+                instruments=self._instruments,
             )
-            async with ManagerScope(manager):
+            async with TaskManagerContext(manager):
                 state: Any = scope.get("state")
                 if isinstance(state, dict):
                     state[APP_TASKS_KEY] = manager
@@ -202,7 +220,7 @@ class _ResponseWatch:
 
     __slots__ = ("_manager", "_send", "started")
 
-    def __init__(self, manager: TaskManager, send: Send) -> None:
+    def __init__(self, manager: RequestTaskManager, send: Send) -> None:
         self._manager = manager
         self._send = send
         self.started = False

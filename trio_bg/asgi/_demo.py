@@ -14,11 +14,12 @@ from typing import Any
 
 import trio
 
-from ._handle import TaskHandle
-from ._manager import TaskManager
-from ._retry import Retry
-from .asgi import TaskMiddleware, app_tasks, request_tasks
-from .asgi._types import Message, Receive, Scope, Send
+from .._handle import TaskHandle
+from .._manager import TaskManager
+from .._retry import Retry
+from ._lookup import app_tasks, request_tasks
+from ._middleware import TaskMiddleware
+from ._types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("trio_bg.demo")
 _order_ids = itertools.count(1)
@@ -54,7 +55,7 @@ async def make_thumbnails(manager: TaskManager, photo_id: int) -> list[str]:
     async with manager.open_group(f"thumbnails-{photo_id}") as group:
         for size in (64, 256, 1024):
             group.start_soon_named(f"resize-{photo_id}-{size}", resize, photo_id, size)
-    names: list[str] = await group.wait_all()
+    names = await group.wait_all(str)
     logger.info("photo %d: thumbnails %s", photo_id, ", ".join(names))
     return names
 

@@ -1,0 +1,179 @@
+"""Nursery ownership and the close policy of a manager.
+
+:class:`TaskManagerContext` is what ``open_task_manager()`` returns: entering it opens the
+manager's nursery and registers the manager (for :func:`trio_bg.find_task` and the instruments);
+leaving it runs :func:`close` (refuse new tasks, the grace period, cancel, the shield cap), lets
+the nursery exit, and logs the one shutdown report.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+import trio
+
+from . import _registry
+from ._cancellation import all_cancelled, first_leaf
+from ._instruments import call_hooks, hooks_for
+from ._log import logger
+from ._statistics import ShutdownReport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._manager import TaskManager
+
+_INF = math.inf
+
+
+@final
+class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
+    """The async context manager returned by :func:`trio_bg.open_task_manager`.
+
+    It owns the manager's nursery: the body runs inside it, the close runs before it exits, and
+    the body's exception (or an outer ``Cancelled`` caught during the close) comes out unchanged,
+    never wrapped in an exception group. Enter it once, with ``async with``.
+    """
+
+    __slots__ = ("_manager", "_nursery_cm")
+
+    def __init__(self, manager: TaskManager) -> None:
+        self._manager = manager
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+
+    async def __aenter__(self) -> TaskManager:
+        manager = self._manager
+        if self._nursery_cm is not None or manager._closed:
+            raise RuntimeError("this open_task_manager() was already entered")
+        nursery_cm = trio.open_nursery()
+        manager._nursery = await nursery_cm.__aenter__()
+        self._nursery_cm = nursery_cm
+        opened(manager)
+        return manager
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        nursery_cm = self._nursery_cm
+        if nursery_cm is None:
+            raise RuntimeError("this open_task_manager() was not entered")
+        manager = self._manager
+        pending = exc
+        try:
+            try:
+                caught = await close(manager, aborted=exc is not None)
+            except BaseException as error:  # KeyboardInterrupt during the close
+                await nursery_cm.__aexit__(type(error), error, error.__traceback__)
+                raise
+            if pending is None:
+                pending = caught
+            try:
+                await nursery_cm.__aexit__(None, None, None)
+            except BaseExceptionGroup as group:
+                # Tasks stopped by an outer cancellation pass their Cancelled to the nursery,
+                # which groups them; the body (or the close) holds that same cancellation
+                # unwrapped in ``pending``: raise that instead of the group (or, if the
+                # cancellation came while the nursery waited, one of its own Cancelled).
+                if not all_cancelled(group):
+                    raise
+                if pending is None:
+                    pending = first_leaf(group)
+        finally:
+            manager._nursery = None
+            closed(manager)
+        if pending is None or pending is exc:
+            return False  # the body's own exception, if any, propagates unchanged
+        try:
+            raise pending
+        finally:
+            pending = None
+
+    if not TYPE_CHECKING:  # hidden from type checkers, so that `with` is a static error too
+
+        def __enter__(self) -> NoReturn:
+            raise TypeError("use 'async with trio_bg.open_task_manager(...)', not 'with'")
+
+        def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
+            return None
+
+
+def opened(manager: TaskManager) -> None:
+    """A manager's nursery is open: register it and tell the instruments."""
+    manager._hooks = hooks_for(manager._instruments)
+    _registry.open_managers.add(manager)
+    if "manager_opened" in manager._hooks:
+        call_hooks(manager._hooks, manager, "manager_opened", manager)
+
+
+async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
+    """Run the close sequence; return an outer ``Cancelled`` caught during the grace period,
+    for the caller to re-raise once the nursery has exited.
+
+    Order: refuse new starts; cancel the held tasks (named in the report; ``always`` ones run);
+    unless ``aborted``, wait up to the grace period; cancel the unshielded tasks; cap the
+    shielded ones at ``shield_timeout`` from the start of the close (from the end of an infinite
+    grace period, when an outer cancellation ended it); wait for all of them.
+    """
+    manager._closed = True
+    started = manager._close_started = trio.current_time()
+    if manager._held:
+        dropped = manager._drop_held()
+        if dropped:
+            manager._dropped = [*(manager._dropped or ()), *dropped]
+    caught: BaseException | None = None
+    if manager._active and not aborted and manager._grace == _INF and not manager._shielded:
+        # Nothing to cap: the nursery's own exit waits for the tasks (one scheduling pass fewer
+        # per request), and an outer cancellation reaches them there directly.
+        return None
+    if manager._active:
+        if not aborted:
+            try:
+                if manager._grace == _INF:
+                    await manager.wait_idle()
+                else:
+                    with trio.move_on_after(manager._grace):
+                        await manager.wait_idle()
+            except trio.Cancelled as exc:  # the outer scope was cancelled meanwhile
+                caught = exc
+        if manager._active:
+            with trio.CancelScope(shield=True):
+                finite = math.isfinite(manager._grace)
+                begin = started if aborted or finite else trio.current_time()
+                deadline = manager._shield_deadline = begin + manager._shield_timeout
+                for handle in tuple(manager._active.values()):
+                    if not handle._shield:
+                        if not handle._state.done:
+                            manager._stop(handle)
+                    elif handle._scope is not None:
+                        handle._scope.deadline = min(handle._scope.deadline, deadline)
+                await manager.wait_idle()
+    return caught
+
+
+def closed(manager: TaskManager) -> None:
+    """After the nursery has exited: record the close, log the report if any task was cancelled
+    by it, unregister the manager and tell the instruments."""
+    started = manager._close_started
+    ended = trio.current_time()
+    manager._close_span = (started, ended)
+    if manager._dropped:
+        report = manager._report = ShutdownReport(
+            manager=manager._name,
+            duration=ended - started,
+            cancelled=tuple(sorted(manager._dropped, key=_number)),
+        )
+        manager._dropped = None
+        logger.warning("%s", report)
+    _registry.open_managers.discard(manager)
+    if "manager_closed" in manager._hooks:
+        call_hooks(manager._hooks, manager, "manager_closed", manager, manager.shutdown_report)
+
+
+def _number(handle: Any) -> int:
+    number: int = handle._n
+    return number

@@ -1,0 +1,189 @@
+"""A task's life in one place: the manager's tables, its counters, and the instrument hooks.
+
+Every transition goes through one method here, which moves the task between tables, updates the
+counters and calls the instruments, in that order:
+
+- :meth:`TaskLifecycle._task_created`: a start was accepted; the handle is PENDING.
+- :meth:`TaskLifecycle._task_started`: it got a running slot; RUNNING.
+- :meth:`TaskLifecycle._task_retrying`: an attempt failed and will be tried again.
+- :meth:`TaskLifecycle._task_finished`: SUCCEEDED, FAILED or CANCELLED, from either state.
+- :meth:`TaskLifecycle._task_rejected`: a refused start (no handle exists).
+
+The counters move only here, so ``started == pending + running + succeeded + failed + cancelled``
+holds after every method. The manager (:mod:`trio_bg._manager`) decides *when* a transition
+happens; the runner (:mod:`trio_bg._runner`) drives a RUNNING task to its end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import trio
+
+from . import _registry
+from ._exceptions import TaskRejected
+from ._handle import TaskHandle
+from ._instruments import NO_HOOKS, Hooks, InstrumentSet, call_hooks
+from ._log import logger
+from ._state import TaskState
+from ._statistics import TaskStatistics
+
+_now = time.time
+_PENDING = TaskState.PENDING
+_RUNNING = TaskState.RUNNING
+_SUCCEEDED = TaskState.SUCCEEDED
+_FAILED = TaskState.FAILED
+
+
+class TaskLifecycle:
+    """The tables and counters of a manager, and the transitions that keep them exact.
+
+    Tables: ``_active`` (PENDING and RUNNING handles by number, oldest first), ``_queue``
+    (PENDING handles waiting for a running slot, FIFO), ``_held`` (PENDING handles held until
+    released, e.g. a request's deferred tasks), ``_keys`` (active handle per key), ``_recent``
+    (finished handles, bounded), ``_dropped`` (handles the close cancelled, for its report).
+    """
+
+    # Counters, tables and flags start from class-level defaults, so opening a manager (one per
+    # request) makes only the containers it uses.
+    _name: str
+    _max_running: int | None = None
+    _active: dict[int, TaskHandle[Any]]
+    _queue: deque[TaskHandle[Any]] | None = None
+    _held: dict[int, TaskHandle[Any]] | None = None
+    _keys: dict[str, TaskHandle[Any]] | None = None
+    _recent: deque[TaskHandle[Any]] | None = None
+    _dropped: list[TaskHandle[Any]] | None = None
+    _idle: trio.Event | None = None
+    _shielded: int = 0
+    _hooks: Hooks = NO_HOOKS
+    _instruments: InstrumentSet | None = None
+    _started: int = 0
+    _pending: int = 0
+    _queued: int = 0
+    _running: int = 0
+    _succeeded: int = 0
+    _failed: int = 0
+    _cancelled: int = 0
+    _rejected: int = 0
+
+    def statistics(self) -> TaskStatistics:
+        """A frozen snapshot of the counters."""
+        return TaskStatistics(
+            started=self._started,
+            pending=self._pending,
+            running=self._running,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            rejected=self._rejected,
+        )
+
+    # -- the transitions ----------------------------------------------------------------------
+
+    def _task_created(self, handle: TaskHandle[Any]) -> None:
+        """A start was accepted: the handle is PENDING and active."""
+        self._active[handle._n] = handle
+        self._started += 1
+        self._pending += 1
+        if handle._shield:
+            self._shielded += 1
+        extra = handle._extra
+        if extra is not None:
+            if extra.key is not None:
+                if self._keys is None:
+                    self._keys = {}
+                self._keys[extra.key] = handle
+            if extra.group is not None:
+                extra.group._add(handle)
+        if "task_created" in self._hooks:
+            call_hooks(self._hooks, self, "task_created", handle)
+
+    def _task_started(self, handle: TaskHandle[Any]) -> None:
+        """A PENDING handle got its running slot: it is RUNNING."""
+        handle._state = _RUNNING
+        self._pending -= 1
+        self._running += 1
+        if "task_started" in self._hooks:
+            call_hooks(self._hooks, self, "task_started", handle)
+
+    def _task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
+        """A RUNNING task's attempt failed; the next one begins in ``delay`` seconds."""
+        extra = handle._extra
+        attempts = extra.retry.attempts if extra is not None and extra.retry is not None else 0
+        logger.info(
+            "task %r (%s) attempt %d of %d failed with %r; retrying in %.3g s",
+            handle._name, handle.id, handle.attempts, attempts, exc, delay,
+        )  # fmt: skip
+        if "task_retrying" in self._hooks:
+            call_hooks(self._hooks, self, "task_retrying", handle, exc, delay)
+
+    def _task_finished(self, handle: TaskHandle[Any], state: TaskState, *, report: bool) -> None:
+        """Move an active handle to its terminal ``state`` and out of every table.
+
+        ``report``: a CANCELLED task that nobody asked to cancel (the close or an outer
+        cancellation did) is named in the shutdown report. The handle lets go of its function,
+        scope and manager, so a finished handle holds no reference cycle and is freed by
+        reference counting alone (once it leaves the histories).
+        """
+        if handle._state is _RUNNING:
+            self._running -= 1
+        else:
+            self._pending -= 1
+            if getattr(handle, "_in_queue", False):
+                handle._in_queue = False
+                self._queued -= 1
+            held = self._held
+            if held is not None:
+                held.pop(handle._n, None)
+        handle._state = state
+        handle._finished = _now()
+        handle._fn = handle._args = handle._scope = handle._manager = None
+        if state is _SUCCEEDED:
+            self._succeeded += 1
+        elif state is _FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
+            if report and not getattr(handle, "_cancel_requested", False):
+                if self._dropped is None:
+                    self._dropped = []
+                self._dropped.append(handle)
+        del self._active[handle._n]
+        if handle._shield:
+            self._shielded -= 1
+        extra = handle._extra
+        if extra is not None:
+            extra.context = None
+            key = extra.key
+            keys = self._keys
+            if key is not None and keys is not None and keys.get(key) is handle:
+                del keys[key]
+            if extra.group is not None:
+                extra.group._task_done()
+        if self._recent is not None:
+            self._recent.append(handle)
+        _registry.finished.append(handle)
+        event = handle._event
+        if event is not None:
+            event.set()
+        if "task_finished" in self._hooks:
+            call_hooks(self._hooks, self, "task_finished", handle)
+        if self._queued:
+            self._fill_slots()
+        if not self._active and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def _task_rejected(self, name: str, reason: str, message: str) -> TaskRejected:
+        """Count a refused start and return the exception for the caller to raise."""
+        self._rejected += 1
+        if "task_rejected" in self._hooks:
+            call_hooks(self._hooks, self, "task_rejected", self, name, reason)
+        return TaskRejected(message)
+
+    def _fill_slots(self) -> None:
+        """Launch queued tasks while running slots are free (the manager's scheduling)."""
+        raise NotImplementedError

@@ -1,0 +1,77 @@
+"""Lookup across managers: the open managers of the process and its recently finished tasks.
+
+:func:`find_task` answers "where is task-42?" from anywhere in the process: a request can look up
+the task another request started, and a dashboard can show any task by its id. Live tasks are
+found in the table of the open manager that owns them; finished ones in one process-wide,
+bounded history (request managers keep no ``recent`` of their own).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._checks import check_cap
+
+if TYPE_CHECKING:
+    from ._handle import TaskHandle
+    from ._manager import TaskManager
+
+open_managers: set[TaskManager] = set()
+"""Every manager between its opening and the end of its close."""
+
+finished: deque[TaskHandle[Any]] = deque(maxlen=1000)
+"""The most recently finished tasks of the process, newest last."""
+
+
+def task_number(task_id: object) -> int | None:
+    """The number of a ``"task-<n>"`` id, or None for anything else."""
+    if type(task_id) is not str or not task_id.startswith("task-"):
+        return None
+    digits = task_id[5:]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def find_task(task_id: str) -> TaskHandle[Any] | None:
+    """The handle of task ``task_id`` from any manager of this process, or None.
+
+    Finds every PENDING or RUNNING task of every open manager (request managers included), the
+    tasks kept in an open manager's ``recent``, and the process's most recently finished tasks
+    (:func:`set_recent_limit` of them, 1,000 by default). Costs one dict lookup per open manager
+    plus a scan of the history: meant for people and dashboards, not for a hot loop.
+    """
+    n = task_number(task_id)
+    if n is None:
+        return None
+    for manager in open_managers:
+        handle = manager._active.get(n)
+        if handle is not None:
+            return handle
+    history: Iterable[TaskHandle[Any]] = reversed(finished)
+    for done in history:
+        if done._n == n:
+            return done
+    for manager in open_managers:
+        found = manager.get(task_id)
+        if found is not None:
+            return found
+    return None
+
+
+def set_recent_limit(limit: int) -> int:
+    """Set how many finished tasks, process-wide, :func:`find_task` keeps; return the old limit.
+
+    The newest ``limit`` are kept (0 keeps none). An app manager's own ``recent_limit``
+    (``TaskMiddleware(recent_limit=...)``) keeps more of its tasks findable while it is open.
+
+    Raises:
+        TypeError, ValueError: ``limit`` is not an int >= 0.
+    """
+    global finished
+    checked = check_cap("limit", limit, 0)
+    if checked is None:
+        raise TypeError("limit must be an int, got NoneType")
+    previous = finished.maxlen or 0
+    finished = deque(finished, maxlen=checked)
+    return previous

@@ -1,0 +1,48 @@
+"""The values a manager reports about itself: its counters, and what its close did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, final
+
+if TYPE_CHECKING:
+    from ._handle import TaskHandle
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TaskStatistics:
+    """Counters of a manager at one moment.
+
+    ``started == pending + running + succeeded + failed + cancelled`` always holds. ``rejected``
+    counts refused starts, for which no handle exists.
+    """
+
+    started: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    rejected: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What a manager's close did: how long it took and which tasks it had to cancel."""
+
+    manager: str
+    duration: float
+    """Seconds from the start of the close to its end (on trio's clock)."""
+    cancelled: tuple[TaskHandle[Any], ...]
+    """Every task cancelled by the shutdown (or an outer cancellation), oldest first."""
+
+    def __str__(self) -> str:
+        if not self.cancelled:
+            return f"task manager {self.manager!r} closed in {self.duration:.3f} s; no task dropped"
+        names = ", ".join(f"{h.name!r} ({h.id})" for h in self.cancelled)
+        return (
+            f"task manager {self.manager!r} closed in {self.duration:.3f} s; "
+            f"{len(self.cancelled)} task(s) cancelled by the shutdown: {names}"
+        )

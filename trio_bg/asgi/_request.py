@@ -1,0 +1,149 @@
+"""A request's task manager: the core manager plus the request's timing points.
+
+The timing points are an ASGI idea, so they live here: a task started at ``after_route`` or
+``after_response`` before that point has come is *held* by the core manager (PENDING, counted,
+not running) and released by :meth:`RequestTaskManager._fire` when the middleware sees the
+point pass in the ``send`` stream. What was never released is settled by the core's
+``_drop_held``: ``always=True`` tasks run anyway, the others end CANCELLED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, final
+
+from .._handle import ErrorHandler, TaskHandle
+from .._manager import TaskManager
+from .._retry import Retry
+from .._starter import TaskStarter
+from .._state import Timing
+
+_AFTER_ROUTE = Timing.AFTER_ROUTE
+_AFTER_RESPONSE = Timing.AFTER_RESPONSE
+_BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
+
+
+@final
+class RequestTaskManager(TaskManager):
+    """The manager of one http request, as ``request_tasks(scope)`` returns it.
+
+    Everything a :class:`trio_bg.TaskManager` does, plus ``after_route`` and ``after_response``;
+    ``add_task`` starts its task after the response, like Starlette's ``BackgroundTasks``.
+    """
+
+    _fired: int = 0  # a bit per timing point that has come (_BITS)
+
+    @property
+    def after_route(self) -> DeferredStarter:
+        """Start tasks when the handler sends ``http.response.start``."""
+        # A fresh two-slot view each time: caching it on the manager would make a reference
+        # cycle, and every request would leave its manager to the garbage collector.
+        return DeferredStarter._create(self, _AFTER_ROUTE)
+
+    @property
+    def after_response(self) -> DeferredStarter:
+        """Start tasks once the final response body has been handed to the server."""
+        return DeferredStarter._create(self, _AFTER_RESPONSE)
+
+    def _start(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+        always: bool = False,
+    ) -> TaskHandle[Any]:
+        # add_task on a request is Starlette's BackgroundTasks: after the response.
+        timing = _AFTER_RESPONSE if method == "add_task" else Timing.IMMEDIATE
+        return self._start_at(
+            timing, method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
+            on_error=on_error, key=key, always=always,
+        )  # fmt: skip
+
+    def _start_at(
+        self,
+        timing: Timing,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        shield: bool,
+        timeout: float | None,
+        retry: Retry | None,
+        on_error: ErrorHandler | None,
+        key: str | None,
+        always: bool,
+    ) -> TaskHandle[Any]:
+        held = timing is not Timing.IMMEDIATE and not self._fired & _BITS[timing]
+        return self._spawn(
+            method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
+            on_error=on_error, key=key, always=always, timing=timing, held=held,
+        )  # fmt: skip
+
+    def _fire(self, timing: Timing) -> None:
+        """The point ``timing`` has come: release the tasks held for it; later starts at that
+        point run at once."""
+        self._fired |= _BITS[timing]
+        held = self._held
+        if held:
+            for handle in [h for h in held.values() if h._timing is timing]:
+                self._release(handle)
+
+
+@final
+class DeferredStarter(TaskStarter):
+    """``tasks.after_route`` / ``tasks.after_response`` of a request manager.
+
+    A task started here is PENDING until its timing point comes, then runs like any other; once
+    the point has passed, a start runs at once. If the point never comes (the handler raised, or
+    returned without a complete response) the task is not run: it ends CANCELLED and one warning
+    names it, unless it was started with ``always=True``, which runs it anyway.
+    """
+
+    __slots__ = ("_manager", "_timing")
+    _manager: RequestTaskManager
+    _timing: Timing
+
+    def __init__(self) -> None:
+        raise TypeError("use request_tasks(scope).after_route / .after_response")
+
+    @classmethod
+    def _create(cls, manager: RequestTaskManager, timing: Timing) -> DeferredStarter:
+        self = object.__new__(cls)
+        self._manager = manager
+        self._timing = timing
+        return self
+
+    @property
+    def timing(self) -> Timing:
+        """The timing point this starter waits for."""
+        return self._timing
+
+    def _start(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+        always: bool = False,
+    ) -> TaskHandle[Any]:
+        return self._manager._start_at(
+            self._timing, method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
+            on_error=on_error, key=key, always=always,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<DeferredStarter {self._timing.value} of {self._manager!r}>"
