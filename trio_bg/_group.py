@@ -14,9 +14,9 @@ from ._starter import TaskStarter
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._handle import ErrorHandler, TaskHandle
+    from ._handle import TaskHandle
     from ._manager import TaskManager
-    from ._retry import Retry
+    from ._options import TaskOptions
 
 
 T = TypeVar("T")
@@ -77,18 +77,10 @@ class TaskGroup(TaskStarter):
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        *,
-        shield: bool = False,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        on_error: ErrorHandler | None = None,
-        key: str | None = None,
-        always: bool = False,
+        shield: bool,
+        options: TaskOptions | None,
     ) -> TaskHandle[Any]:
-        return self._manager._spawn(
-            method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
-            on_error=on_error, key=key, always=always, group=self,
-        )  # fmt: skip
+        return self._manager._spawn(method, name, fn, args, shield, options, group=self)
 
     def _check_open(self, name: str) -> None:
         """Refuse a start outside the block. The manager calls this after validating the start,

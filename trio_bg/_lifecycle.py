@@ -83,23 +83,26 @@ class TaskLifecycle:
 
     # -- the transitions ----------------------------------------------------------------------
 
-    def _task_created(self, handle: TaskHandle[Any]) -> None:
-        """A start was accepted: the handle is PENDING and active."""
+    def _task_created(self, handle: TaskHandle[Any], *, running: bool) -> None:
+        """A start was accepted: the handle is PENDING and active; with ``running``, it got a
+        running slot at once and is RUNNING too (both hooks are called, in order)."""
         self._active[handle._n] = handle
         self._started += 1
         self._pending += 1
         if handle._shield:
             self._shielded += 1
-        extra = handle._extra
-        if extra is not None:
-            if extra.key is not None:
+        options = handle._options
+        if options is not None:
+            if options.key is not None:
                 if self._keys is None:
                     self._keys = {}
-                self._keys[extra.key] = handle
-            if extra.group is not None:
-                extra.group._add(handle)
+                self._keys[options.key] = handle
+            if options.group is not None:
+                options.group._add(handle)
         if "task_created" in self._hooks:
             call_hooks(self._hooks, self, "task_created", handle)
+        if running:
+            self._task_started(handle)
 
     def _task_started(self, handle: TaskHandle[Any]) -> None:
         """A PENDING handle got its running slot: it is RUNNING."""
@@ -111,8 +114,10 @@ class TaskLifecycle:
 
     def _task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
         """A RUNNING task's attempt failed; the next one begins in ``delay`` seconds."""
-        extra = handle._extra
-        attempts = extra.retry.attempts if extra is not None and extra.retry is not None else 0
+        options = handle._options
+        attempts = (
+            options.retry.attempts if options is not None and options.retry is not None else 0
+        )
         logger.info(
             "task %r (%s) attempt %d of %d failed with %r; retrying in %.3g s",
             handle._name, handle.id, handle.attempts, attempts, exc, delay,
@@ -154,15 +159,15 @@ class TaskLifecycle:
         del self._active[handle._n]
         if handle._shield:
             self._shielded -= 1
-        extra = handle._extra
-        if extra is not None:
-            extra.context = None
-            key = extra.key
+        options = handle._options
+        if options is not None:
+            options.context = None
+            key = options.key
             keys = self._keys
             if key is not None and keys is not None and keys.get(key) is handle:
                 del keys[key]
-            if extra.group is not None:
-                extra.group._task_done()
+            if options.group is not None:
+                options.group._task_done()
         if self._recent is not None:
             self._recent.append(handle)
         _registry.finished.append(handle)

@@ -56,7 +56,7 @@ async def run_task(manager: TaskManager, handle: TaskHandle[Any]) -> None:
             if ran:
                 handle._started = _now()
                 try:
-                    if handle._is_async and handle._extra is None:
+                    if handle._is_async and handle._options is None:
                         value = await fn(*args)
                     else:
                         value = await _attempt(manager, handle, fn, args)
@@ -91,9 +91,9 @@ async def _attempt(
     manager: TaskManager, handle: TaskHandle[Any], fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> Any:
     """Call the function with its timeout, in a thread if it is sync, retrying per policy."""
-    extra = handle._extra
-    retry = None if extra is None else extra.retry
-    timeout = None if extra is None else extra.timeout
+    options = handle._options
+    retry = None if options is None else options.retry
+    timeout = None if options is None else options.timeout
     attempt = 0
     while True:
         attempt += 1
@@ -130,8 +130,8 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
     handle._result = outcome.Error(exc)
     logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
     handler = manager._on_error
-    if handle._extra is not None and handle._extra.on_error is not None:
-        handler = handle._extra.on_error
+    if handle._options is not None and handle._options.on_error is not None:
+        handler = handle._options.on_error
     try:
         if handler is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
             # The handler runs under the task's rules: a scope of its own (so cancel(),

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._callables import callable_name
+from ._options import TaskOptions
 
 if TYPE_CHECKING:
     from ._handle import ErrorHandler, TaskHandle
@@ -35,15 +36,11 @@ class TaskStarter:
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        *,
-        shield: bool = False,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        on_error: ErrorHandler | None = None,
-        key: str | None = None,
-        always: bool = False,
+        shield: bool,
+        options: TaskOptions | None,
     ) -> TaskHandle[Any]:
-        """Start one task; ``method`` names the public method, for error messages."""
+        """Start one task; ``method`` names the public method (for messages); ``options`` is
+        None when no rarely used option was given."""
         raise NotImplementedError
 
     @overload
@@ -91,10 +88,12 @@ class TaskStarter:
         ``fn`` is an async function (run in the manager's nursery) or a plain function (run in a
         worker thread). See :meth:`start_soon` for the options.
         """
-        return self._start(
-            "start_soon_named", name, fn, args, shield=shield, timeout=timeout, retry=retry,
-            on_error=on_error, key=key, always=always,
-        )  # fmt: skip
+        options = None
+        if timeout is not None or retry is not None or on_error is not None or key is not None:
+            options = TaskOptions(timeout, retry, on_error, key, always)
+        elif always:
+            options = TaskOptions(always=True)
+        return self._start("start_soon_named", name, fn, args, shield, options)
 
     @overload
     def start_soon(
@@ -154,10 +153,13 @@ class TaskStarter:
             TaskRejected: the manager is closed, its pending queue is full, or its cap reached.
             TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option).
         """
-        return self._start(
-            "start_soon", callable_name(fn) if callable(fn) else "", fn, args, shield=shield,
-            timeout=timeout, retry=retry, on_error=on_error, key=key, always=always,
-        )  # fmt: skip
+        options = None
+        if timeout is not None or retry is not None or on_error is not None or key is not None:
+            options = TaskOptions(timeout, retry, on_error, key, always)
+        elif always:
+            options = TaskOptions(always=True)
+        name = callable_name(fn) if callable(fn) else ""
+        return self._start("start_soon", name, fn, args, shield, options)
 
     @overload
     def add_task(
@@ -179,4 +181,4 @@ class TaskStarter:
         name = callable_name(fn) if callable(fn) else ""
         if kwargs and callable(fn):
             fn = functools.partial(fn, **kwargs)
-        return self._start("add_task", name, fn, args)
+        return self._start("add_task", name, fn, args, False, None)

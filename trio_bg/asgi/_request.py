@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, final
 
-from .._handle import ErrorHandler, TaskHandle
+from .._handle import TaskHandle
 from .._manager import TaskManager
-from .._retry import Retry
+from .._options import TaskOptions
 from .._starter import TaskStarter
 from .._state import Timing
 
@@ -51,20 +51,12 @@ class RequestTaskManager(TaskManager):
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        *,
-        shield: bool = False,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        on_error: ErrorHandler | None = None,
-        key: str | None = None,
-        always: bool = False,
+        shield: bool,
+        options: TaskOptions | None,
     ) -> TaskHandle[Any]:
         # add_task on a request is Starlette's BackgroundTasks: after the response.
         timing = _AFTER_RESPONSE if method == "add_task" else Timing.IMMEDIATE
-        return self._start_at(
-            timing, method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
-            on_error=on_error, key=key, always=always,
-        )  # fmt: skip
+        return self._start_at(timing, method, name, fn, args, shield, options)
 
     def _start_at(
         self,
@@ -73,19 +65,11 @@ class RequestTaskManager(TaskManager):
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        *,
         shield: bool,
-        timeout: float | None,
-        retry: Retry | None,
-        on_error: ErrorHandler | None,
-        key: str | None,
-        always: bool,
+        options: TaskOptions | None,
     ) -> TaskHandle[Any]:
         held = timing is not Timing.IMMEDIATE and not self._fired & _BITS[timing]
-        return self._spawn(
-            method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
-            on_error=on_error, key=key, always=always, timing=timing, held=held,
-        )  # fmt: skip
+        return self._spawn(method, name, fn, args, shield, options, timing=timing, held=held)
 
     def _fire(self, timing: Timing) -> None:
         """The point ``timing`` has come: release the tasks held for it; later starts at that
@@ -132,18 +116,10 @@ class DeferredStarter(TaskStarter):
         name: str,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        *,
-        shield: bool = False,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        on_error: ErrorHandler | None = None,
-        key: str | None = None,
-        always: bool = False,
+        shield: bool,
+        options: TaskOptions | None,
     ) -> TaskHandle[Any]:
-        return self._manager._start_at(
-            self._timing, method, name, fn, args, shield=shield, timeout=timeout, retry=retry,
-            on_error=on_error, key=key, always=always,
-        )  # fmt: skip
+        return self._manager._start_at(self._timing, method, name, fn, args, shield, options)
 
     def __repr__(self) -> str:
         return f"<DeferredStarter {self._timing.value} of {self._manager!r}>"

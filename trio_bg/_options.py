@@ -1,0 +1,65 @@
+"""TaskOptions: the start options few tasks use, in one object that common tasks do without."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, cast, final
+
+from ._checks import check_handler, check_seconds
+from ._retry import Retry
+
+if TYPE_CHECKING:
+    from ._group import TaskGroup
+    from ._handle import ErrorHandler
+
+
+@final
+class TaskOptions:
+    """``timeout``, ``retry``, ``on_error``, ``key`` and ``always`` of one start, and what the
+    manager adds for the task's life: its ``group`` and the ``context`` it was started in (for a
+    task that starts later than its start call).
+
+    A start with none of them passes ``None`` instead of an object: that is most tasks, and it
+    keeps their path free of these checks (P1: 0.3 us of the 1.5 us trio_bg added per task).
+    """
+
+    __slots__ = ("always", "context", "group", "key", "on_error", "retry", "timeout")
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+        key: str | None = None,
+        always: bool = False,
+    ) -> None:
+        self.timeout = timeout
+        self.retry = retry
+        self.on_error = on_error
+        self.key = key
+        self.always = always
+        self.group: TaskGroup | None = None
+        self.context: contextvars.Context | None = None
+
+    def validate(self) -> None:
+        """Raise TypeError or ValueError (exact messages) for an option of the wrong kind."""
+        if self.timeout is not None:
+            self.timeout = check_seconds("timeout", self.timeout, allow_inf=True)
+        retry = cast(object, self.retry)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a trio_bg.Retry or None, got {type(retry).__name__}")
+        if self.on_error is not None:
+            check_handler("on_error", self.on_error)
+        key = cast(object, self.key)
+        if key is not None and type(key) is not str:
+            raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+
+    def spent(self) -> bool:
+        """True once launched if nothing but the start context and ``always`` was set."""
+        return (
+            self.timeout is None
+            and self.retry is None
+            and self.on_error is None
+            and self.key is None
+            and self.group is None
+        )
