@@ -8,24 +8,15 @@ from typing import Any
 
 import pytest
 import trio
-from asgi_server import get_request, read_to_eof, respond, running
 
+from tests.asgi_server import get_request, read_to_eof, respond, running
+from tests.conftest import assert_adds_up, http_only, trio_bg_records
 from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState, TaskStatistics
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 
 SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
-
-
-def trio_bg_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "trio_bg" and r.levelno == level]
-
-
-def assert_adds_up(stats: TaskStatistics) -> None:
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    )
 
 
 async def test_handler_raising_discards_deferred_tasks_in_one_warning(
@@ -40,8 +31,7 @@ async def test_handler_raising_discards_deferred_tasks_in_one_warning(
         return "audited"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles["route"] = tasks.after_route.start_soon_named("bust-cache", must_not_run)
         handles["response"] = tasks.after_response.start_soon_named("send-email", must_not_run)
@@ -84,8 +74,7 @@ async def test_a_final_body_refused_by_cancellation_starts_no_after_response_tas
         return "cached"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles["route"] = tasks.after_route.start_soon_named("cache", cache)
         handles["response"] = tasks.after_response.start_soon_named("email", must_not_run)
@@ -126,8 +115,7 @@ async def test_failing_tasks_change_no_response_and_kill_nothing(
         return "app tasks still work"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         app = app_tasks(scope)
         app_managers.append(app)
@@ -184,8 +172,7 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
         finished.append(i)
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         seen["manager"] = tasks
         starts = (

@@ -10,18 +10,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from asgi_server import HEADER_END, get_request, read_until, respond, running
 
+from tests.asgi_server import HEADER_END, get_request, read_until, respond, running
+from tests.conftest import http_only, settle
 from trio_bg import TaskHandle, TaskState, Timing
 from trio_bg.asgi import TaskMiddleware, request_tasks
 
 SUCCEEDED = TaskState.SUCCEEDED
-
-
-async def settle() -> None:
-    """Let every task that can run, run (bounded: a real server is around)."""
-    with trio.fail_after(2):
-        await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_each_timing_starts_at_its_point() -> None:
@@ -43,8 +38,7 @@ async def test_each_timing_starts_at_its_point() -> None:
         mark(f"add_task {kind} {order_id}")
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles.append(tasks.start_soon_named("audit", immediate))
         handles.append(tasks.after_route.start_soon_named("cache", deferred, "after_route task"))
@@ -105,8 +99,7 @@ async def test_slow_after_response_task_delays_neither_response_nor_next_request
         finished.set()
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         peers.append(tuple(scope["client"]))
         if scope["path"] == "/slow":
             request_tasks(scope).after_response.start_soon_named("slow-email", slow_email)
@@ -147,8 +140,7 @@ async def test_client_gone_after_headers_cancels_no_request_task() -> None:
         return "after_response done"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles.append(tasks.start_soon_named("immediate", outlives_client))
         handles.append(tasks.after_response.start_soon_named("after-response", after_response))

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.conftest import Recorder
 from trio_bg import TaskRejected, TaskState
 
 
@@ -210,24 +211,19 @@ async def test_an_outer_cancelled_propagates_unwrapped_to_the_outer_scope(
 
 
 async def test_start_after_close_is_rejected_and_counted(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, recorder: Recorder
 ) -> None:
-    called: list[int] = []
-
-    async def job() -> None:
-        called.append(1)
-
     async with trio_bg.open_task_manager(name="closing") as tm:
-        tm.start_soon(job)
+        tm.start_soon(recorder.job, "before the close")
     before = tm.statistics()
     with pytest.raises(TaskRejected, match=r"^task manager 'closing' is closed to new tasks$"):
-        tm.start_soon(job)
+        tm.start_soon(recorder.job, "start_soon after the close")
     with pytest.raises(TaskRejected, match=r"^task manager 'closing' is closed to new tasks$"):
-        tm.add_task(job)
+        tm.add_task(recorder.job, "add_task after the close")
     assert tm.statistics().rejected == before.rejected + 2
     assert tm.statistics().started == before.started == 1
     await trio.testing.wait_all_tasks_blocked()
-    assert called == [1]
+    assert recorder.calls == ["before the close"]
 
 
 async def test_the_close_caps_error_handlers_like_their_tasks(

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 import trio_bg
-from tests.jobs import sleep_then_raise, sleep_then_return
+from tests.conftest import sleep_then_raise, sleep_then_return
 from trio_bg import TaskState
 
 
