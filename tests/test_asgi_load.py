@@ -7,12 +7,15 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.asgi_server import respond, running
 from tests.conftest import assert_adds_up, http_only
 from trio_bg import TaskManager, TaskStatistics, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
+
+pytestmark = pytest.mark.slow
 
 REQUESTS = 200
 CONNECTIONS = 32

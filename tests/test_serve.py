@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.0  # Hypercorn's graceful_timeout for open requests (--grace)
 SHIELD_CAP = 3.0  # the middleware's shield_timeout in tests/apps/graceful_app.py
