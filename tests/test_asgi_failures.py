@@ -57,9 +57,11 @@ async def test_handler_raising_discards_deferred_tasks_in_one_warning(
     assert message.startswith("GET /orders: 2 deferred task(s) not run")
     assert trio_bg_records(caplog, logging.ERROR) == []
     # The handler's own exception still reaches the server, which logs it.
-    [framework_error] = [r for r in caplog.records if r.name == "hypercorn.error" and r.exc_info]
-    assert framework_error.exc_info is not None
-    assert isinstance(framework_error.exc_info[1], ValueError)
+    [framework_error] = [
+        r.exc_info[1] for r in caplog.records if r.name == "hypercorn.error" and r.exc_info
+    ]
+    assert isinstance(framework_error, ValueError)
+    assert str(framework_error) == "handler broke"
 
 
 async def test_a_final_body_refused_by_cancellation_starts_no_after_response_task(
@@ -201,6 +203,7 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
     assert re.fullmatch(r"task manager 'GET /cap' reached its cap of 100 tasks", str(seen["error"]))
     assert seen["stats"].started == 100
     assert seen["stats"].rejected == 1
+    assert_adds_up(seen["stats"])  # taken while the request's tasks were pending and running
     assert sorted(finished) == list(range(100))
     assert manager.closed
     assert manager.active_count == 0
@@ -208,4 +211,3 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
     assert stats == TaskStatistics(
         started=100, pending=0, running=0, succeeded=100, failed=0, cancelled=0, rejected=1
     )
-    assert_adds_up(stats)

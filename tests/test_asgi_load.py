@@ -89,7 +89,6 @@ async def test_200_concurrent_requests_run_all_their_tasks() -> None:
     assert {i: sorted(timings) for i, timings in ran.items()} == {
         i: every_timing for i in range(REQUESTS)
     }
-    assert sum(len(timings) for timings in ran.values()) == 3 * REQUESTS
     assert sorted(app_ran) == list(range(REQUESTS))
     for manager in managers.values():
         assert manager.statistics() == TaskStatistics(

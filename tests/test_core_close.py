@@ -170,7 +170,6 @@ async def test_a_body_exception_propagates_unwrapped_after_unshielded_tasks_were
             raise error
 
     assert info.value is error  # the very object, not an ExceptionGroup around it
-    assert not isinstance(info.value, BaseExceptionGroup)
     # No grace period after a body exception: unshielded tasks were cancelled at t=1.
     assert ends.at == {"u": 1, "s": 3}
     assert trio.current_time() == 3
@@ -282,7 +281,6 @@ async def test_an_infinite_grace_manager_without_shielded_tasks_is_cancelled_fro
     assert [
         r.getMessage() for r in caplog.records if "cancelled by the shutdown" in r.getMessage()
     ] == [
-        "task manager 'app' closed in 2.000 s; 1 task(s) cancelled by the shutdown: 'slow' (task-"
-        + slow.id.removeprefix("task-")
-        + ")"
+        f"task manager 'app' closed in 2.000 s; 1 task(s) cancelled by the shutdown: "
+        f"'slow' ({slow.id})"
     ]
