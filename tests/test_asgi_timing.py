@@ -1,7 +1,8 @@
 """TaskMiddleware under a real Hypercorn: when request tasks start, and what never delays them.
 
 Every test serves its app with Hypercorn's trio worker on 127.0.0.1 and talks to it over real
-sockets (httpx, or a raw trio stream where the client must misbehave).
+sockets (httpx, or a raw trio stream where the client must misbehave). The exact times of the
+same points, with a scripted server and a mock clock, are in test_asgi_timing_scripted.py.
 """
 
 from __future__ import annotations
