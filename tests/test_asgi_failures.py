@@ -8,24 +8,15 @@ from typing import Any
 
 import pytest
 import trio
-from asgi_server import get_request, read_to_eof, respond, running
 
+from tests.asgi_server import get_request, read_to_eof, respond, running
+from tests.conftest import assert_adds_up, http_only, trio_bg_records
 from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState, TaskStatistics
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 
 SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
-
-
-def trio_bg_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "trio_bg" and r.levelno == level]
-
-
-def assert_adds_up(stats: TaskStatistics) -> None:
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    )
 
 
 async def test_handler_raising_discards_deferred_tasks_in_one_warning(
@@ -40,8 +31,7 @@ async def test_handler_raising_discards_deferred_tasks_in_one_warning(
         return "audited"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles["route"] = tasks.after_route.start_soon_named("bust-cache", must_not_run)
         handles["response"] = tasks.after_response.start_soon_named("send-email", must_not_run)
@@ -67,9 +57,11 @@ async def test_handler_raising_discards_deferred_tasks_in_one_warning(
     assert message.startswith("GET /orders: 2 deferred task(s) not run")
     assert trio_bg_records(caplog, logging.ERROR) == []
     # The handler's own exception still reaches the server, which logs it.
-    [framework_error] = [r for r in caplog.records if r.name == "hypercorn.error" and r.exc_info]
-    assert framework_error.exc_info is not None
-    assert isinstance(framework_error.exc_info[1], ValueError)
+    [framework_error] = [
+        r.exc_info[1] for r in caplog.records if r.name == "hypercorn.error" and r.exc_info
+    ]
+    assert isinstance(framework_error, ValueError)
+    assert str(framework_error) == "handler broke"
 
 
 async def test_a_final_body_refused_by_cancellation_starts_no_after_response_task(
@@ -84,8 +76,7 @@ async def test_a_final_body_refused_by_cancellation_starts_no_after_response_tas
         return "cached"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles["route"] = tasks.after_route.start_soon_named("cache", cache)
         handles["response"] = tasks.after_response.start_soon_named("email", must_not_run)
@@ -126,8 +117,7 @@ async def test_failing_tasks_change_no_response_and_kill_nothing(
         return "app tasks still work"
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         app = app_tasks(scope)
         app_managers.append(app)
@@ -184,8 +174,7 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
         finished.append(i)
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         seen["manager"] = tasks
         starts = (
@@ -214,6 +203,7 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
     assert re.fullmatch(r"task manager 'GET /cap' reached its cap of 100 tasks", str(seen["error"]))
     assert seen["stats"].started == 100
     assert seen["stats"].rejected == 1
+    assert_adds_up(seen["stats"])  # taken while the request's tasks were pending and running
     assert sorted(finished) == list(range(100))
     assert manager.closed
     assert manager.active_count == 0
@@ -221,4 +211,3 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
     assert stats == TaskStatistics(
         started=100, pending=0, running=0, succeeded=100, failed=0, cancelled=0, rejected=1
     )
-    assert_adds_up(stats)

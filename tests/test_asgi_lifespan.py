@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import trio
-from asgi_server import HEADER_END, get_request, read_until, respond, running
 
+from tests.asgi_server import HEADER_END, get_request, read_until, respond, running
+from tests.conftest import http_only
 from trio_bg import TaskHandle, TaskManager, TaskState
 from trio_bg.asgi import APP_TASKS_KEY, TaskMiddleware, app_tasks, request_tasks
 
@@ -38,8 +39,7 @@ async def test_lookups_without_the_middleware_say_to_wrap_the_app() -> None:
     errors: dict[str, BaseException] = {}
 
     async def bare(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         for name, lookup in (("request", request_tasks), ("app", app_tasks)):
             try:
                 lookup(scope)
@@ -174,8 +174,7 @@ async def test_shutdown_gives_app_tasks_the_grace_period_then_names_the_cancelle
         quick_finished.append(trio.current_time())
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = app_tasks(scope)
         handles["quick"] = tasks.start_soon_named("quick", quick)
         handles["stuck"] = tasks.start_soon_named("stuck", trio.sleep_forever)
@@ -223,8 +222,7 @@ async def test_server_shutdown_cancels_request_tasks_after_graceful_timeout_shie
         return "finished"
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         tasks = request_tasks(scope)
         handles["plain"] = tasks.start_soon_named("plain", forever, "plain")
         handles["shielded"] = tasks.start_soon_named("shielded", forever, "shielded", shield=True)

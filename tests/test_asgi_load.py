@@ -7,20 +7,18 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+import pytest
 import trio
-from asgi_server import respond, running
 
+from tests.asgi_server import respond, running
+from tests.conftest import assert_adds_up, http_only
 from trio_bg import TaskManager, TaskStatistics, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 
+pytestmark = pytest.mark.slow
+
 REQUESTS = 200
 CONNECTIONS = 32
-
-
-def assert_adds_up(stats: TaskStatistics) -> None:
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    )
 
 
 async def test_200_concurrent_requests_run_all_their_tasks() -> None:
@@ -40,8 +38,7 @@ async def test_200_concurrent_requests_run_all_their_tasks() -> None:
         app_ran.append(i)
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         i = int(scope["query_string"].decode().removeprefix("i="))
         tasks = request_tasks(scope)
         managers[i] = tasks
@@ -92,7 +89,6 @@ async def test_200_concurrent_requests_run_all_their_tasks() -> None:
     assert {i: sorted(timings) for i, timings in ran.items()} == {
         i: every_timing for i in range(REQUESTS)
     }
-    assert sum(len(timings) for timings in ran.values()) == 3 * REQUESTS
     assert sorted(app_ran) == list(range(REQUESTS))
     for manager in managers.values():
         assert manager.statistics() == TaskStatistics(

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import trio
-from asgi_server import running
 from quart import request
 from quart_trio import QuartTrio
 
+from tests.asgi_server import running
 from trio_bg import TaskHandle, TaskState, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 

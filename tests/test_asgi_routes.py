@@ -7,12 +7,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from asgi_server import running
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
+from tests.asgi_server import running
+from tests.conftest import http_only, settle
 from trio_bg import TaskManager, Timing
 from trio_bg.asgi import (
     TaskMiddleware,
@@ -21,12 +22,6 @@ from trio_bg.asgi import (
     route_task_with_scope,
     with_tasks,
 )
-
-
-async def settle() -> None:
-    """Let every task that can run, run (bounded: a real server is around)."""
-    with trio.fail_after(2):
-        await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_route_tasks_run_at_their_timing_for_their_route_only() -> None:
@@ -60,8 +55,7 @@ async def test_route_tasks_run_at_their_timing_for_their_route_only() -> None:
     routes = {"/orders": orders, "/health": health}
 
     async def router(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise RuntimeError("no lifespan support")
+        http_only(scope)
         managers.append(request_tasks(scope))
         await routes[scope["path"]](scope, receive, send)
 

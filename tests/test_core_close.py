@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.conftest import Recorder
 from trio_bg import TaskRejected, TaskState
 
 
@@ -169,7 +170,6 @@ async def test_a_body_exception_propagates_unwrapped_after_unshielded_tasks_were
             raise error
 
     assert info.value is error  # the very object, not an ExceptionGroup around it
-    assert not isinstance(info.value, BaseExceptionGroup)
     # No grace period after a body exception: unshielded tasks were cancelled at t=1.
     assert ends.at == {"u": 1, "s": 3}
     assert trio.current_time() == 3
@@ -210,24 +210,19 @@ async def test_an_outer_cancelled_propagates_unwrapped_to_the_outer_scope(
 
 
 async def test_start_after_close_is_rejected_and_counted(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, recorder: Recorder
 ) -> None:
-    called: list[int] = []
-
-    async def job() -> None:
-        called.append(1)
-
     async with trio_bg.open_task_manager(name="closing") as tm:
-        tm.start_soon(job)
+        tm.start_soon(recorder.job, "before the close")
     before = tm.statistics()
     with pytest.raises(TaskRejected, match=r"^task manager 'closing' is closed to new tasks$"):
-        tm.start_soon(job)
+        tm.start_soon(recorder.job, "start_soon after the close")
     with pytest.raises(TaskRejected, match=r"^task manager 'closing' is closed to new tasks$"):
-        tm.add_task(job)
+        tm.add_task(recorder.job, "add_task after the close")
     assert tm.statistics().rejected == before.rejected + 2
     assert tm.statistics().started == before.started == 1
     await trio.testing.wait_all_tasks_blocked()
-    assert called == [1]
+    assert recorder.calls == ["before the close"]
 
 
 async def test_the_close_caps_error_handlers_like_their_tasks(
@@ -286,7 +281,6 @@ async def test_an_infinite_grace_manager_without_shielded_tasks_is_cancelled_fro
     assert [
         r.getMessage() for r in caplog.records if "cancelled by the shutdown" in r.getMessage()
     ] == [
-        "task manager 'app' closed in 2.000 s; 1 task(s) cancelled by the shutdown: 'slow' (task-"
-        + slow.id.removeprefix("task-")
-        + ")"
+        f"task manager 'app' closed in 2.000 s; 1 task(s) cancelled by the shutdown: "
+        f"'slow' ({slow.id})"
     ]

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 import trio_bg
-from tests.jobs import sleep_then_return
+from tests.conftest import Recorder, sleep_then_return
 from trio_bg import TaskCancelled, TaskState, TaskStatistics, Timing
 
 
@@ -211,19 +211,12 @@ async def test_handle_fields_and_utc_timestamps(autojump_clock: trio.testing.Moc
 
 
 async def test_handle_cancel_on_a_pending_task_ends_it_without_running(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, recorder: Recorder
 ) -> None:
-    calls: list[str] = []
-
-    async def job(tag: str) -> str:
-        calls.append(tag)
-        await trio.sleep(1)
-        return tag
-
     async with trio_bg.open_task_manager(max_running=1) as tm:
-        blocker = tm.start_soon(job, "blocker")
-        pending = tm.start_soon_named("pending", job, "pending")
-        after = tm.start_soon(job, "after")
+        blocker = tm.start_soon(recorder.job, "blocker")
+        pending = tm.start_soon_named("pending", recorder.job, "pending")
+        after = tm.start_soon(recorder.job, "after")
         assert pending.state is TaskState.PENDING
         assert pending.cancel() is True
         assert pending.state is TaskState.CANCELLED
@@ -235,7 +228,7 @@ async def test_handle_cancel_on_a_pending_task_ends_it_without_running(
         assert await after.get() == "after"
         assert trio.current_time() == 2
 
-    assert calls == ["blocker", "after"]
+    assert recorder.calls == ["blocker", "after"]
     assert pending.attempts == 0
 
 

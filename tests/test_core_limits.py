@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 import trio_bg
+from tests.conftest import Recorder, assert_adds_up
 from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState
 
 
@@ -23,9 +24,7 @@ def check_counters(tm: TaskManager, handles: list[TaskHandle[None]]) -> None:
     by_state = [h.state for h in handles]
     assert stats.running == by_state.count(TaskState.RUNNING)
     assert stats.pending == by_state.count(TaskState.PENDING)
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    )
+    assert_adds_up(stats)
 
 
 async def test_max_running_caps_running_tasks_and_starts_waiting_ones_in_fifo_order(
@@ -77,16 +76,10 @@ async def test_max_running_caps_running_tasks_and_starts_waiting_ones_in_fifo_or
 
 
 async def test_a_start_past_max_pending_is_rejected_without_calling_the_function(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, recorder: Recorder
 ) -> None:
-    called: list[int] = []
-
-    async def job(i: int) -> None:
-        called.append(i)
-        await trio.sleep(1)
-
     async with trio_bg.open_task_manager(max_running=1, max_pending=2) as tm:
-        handles = [tm.start_soon(job, i) for i in range(3)]  # 1 running + 2 pending
+        handles = [tm.start_soon(recorder.job, i) for i in range(3)]  # 1 running + 2 pending
         before = tm.statistics()
         assert (before.running, before.pending, before.rejected) == (1, 2, 0)
         with warnings.catch_warnings(record=True) as caught:
@@ -94,7 +87,7 @@ async def test_a_start_past_max_pending_is_rejected_without_calling_the_function
             with pytest.raises(
                 TaskRejected, match=r"^task manager 'app' has 2 pending tasks \(max_pending=2\)$"
             ):
-                tm.start_soon(job, 99)
+                tm.start_soon(recorder.job, 99)
             gc.collect()
         assert caught == []
         assert [r for r in caplog.records if r.levelno >= 30] == []  # no warning logged either
@@ -103,9 +96,9 @@ async def test_a_start_past_max_pending_is_rejected_without_calling_the_function
         await tm.wait_idle()
         assert trio.current_time() == 3
         # The queue has room again.
-        assert tm.start_soon(job, 3).state is TaskState.RUNNING
+        assert tm.start_soon(recorder.job, 3).state is TaskState.RUNNING
 
-    assert called == [0, 1, 2, 3]
+    assert recorder.calls == [0, 1, 2, 3]
     stats = tm.statistics()
     assert (stats.started, stats.succeeded, stats.rejected) == (4, 4, 1)
 
@@ -123,34 +116,27 @@ async def test_max_pending_zero_allows_only_running_tasks(
 
 
 async def test_a_second_start_with_an_active_key_returns_the_same_handle(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, recorder: Recorder
 ) -> None:
-    calls: list[str] = []
-
-    async def job(tag: str) -> str:
-        calls.append(tag)
-        await trio.sleep(1)
-        return tag
-
     async with trio_bg.open_task_manager() as tm:
-        first = tm.start_soon(job, "first", key="order-42")
-        again = tm.start_soon_named("other-name", job, "second", key="order-42")
-        other_key = tm.start_soon(job, "other", key="order-43")
+        first = tm.start_soon(recorder.job, "first", key="order-42")
+        again = tm.start_soon_named("other-name", recorder.job, "second", key="order-42")
+        other_key = tm.start_soon(recorder.job, "other", key="order-43")
         assert again is first
         assert other_key is not first
         assert first.key == "order-42"
         assert tm.statistics().started == 2
         assert await again.get() == "first"
         await tm.wait_idle()
-        assert sorted(calls) == ["first", "other"]  # trio runs a batch in random order
+        assert sorted(recorder.calls) == ["first", "other"]  # trio runs a batch in random order
 
         # Once the keyed task has finished, the key starts a new task.
-        third = tm.start_soon(job, "third", key="order-42")
+        third = tm.start_soon(recorder.job, "third", key="order-42")
         assert third is not first
         assert await third.get() == "third"
 
-    assert sorted(calls[:2]) == ["first", "other"]
-    assert calls[2:] == ["third"]
+    assert sorted(recorder.calls[:2]) == ["first", "other"]
+    assert recorder.calls[2:] == ["third"]
     assert tm.statistics().started == 3
 
 

@@ -16,6 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import trio_bg
+from tests.conftest import assert_adds_up
 from trio_bg import Retry, TaskHandle, TaskManager, TaskRejected, TaskState
 
 KINDS = ("succeed", "fail", "sleep", "cancel", "timeout", "shield", "retry")
@@ -85,9 +86,7 @@ def flaky(failures: int, seconds: float) -> Any:
 
 def check_accounting(tm: TaskManager, handles: list[TaskHandle[Any]], rejected: int) -> None:
     stats = tm.statistics()
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    )
+    assert_adds_up(stats)
     assert stats.started == len(handles)
     assert stats.rejected == rejected
     states = Counter(h.state for h in handles)
@@ -105,7 +104,7 @@ async def run_schedule(schedule: Schedule) -> None:
     handles: list[TaskHandle[Any]] = []
     handled: list[TaskHandle[Any]] = []
     rejected = 0
-    checks = 0
+    checked_at: list[float] = []
 
     def sync_handler(handle: TaskHandle[Any], exc: BaseException) -> None:
         handled.append(handle)
@@ -116,10 +115,9 @@ async def run_schedule(schedule: Schedule) -> None:
         await trio.sleep(1)
 
     async def monitor(tm: TaskManager) -> None:
-        nonlocal checks
         while True:  # also checks during the close, until it is cancelled after it
             check_accounting(tm, handles, rejected)
-            checks += 1
+            checked_at.append(trio.current_time())
             await trio.sleep(0.25)
 
     shield_timeout = schedule.grace_period + schedule.shield_extra
@@ -180,7 +178,9 @@ async def run_schedule(schedule: Schedule) -> None:
     assert report.duration <= shield_timeout
     assert trio.current_time() == close_started + report.duration
     assert all(h.state is TaskState.CANCELLED for h in report.cancelled)
-    assert checks >= 1
+    # The monitor checked every quarter second from the start to the end of the close.
+    assert checked_at == [i / 4 for i in range(len(checked_at))]
+    assert checked_at[-1] == close_started + report.duration
     event(f"shutdown cancelled tasks: {bool(report.cancelled)}")
     event(f"rejections: {bool(rejected)}")
     event(f"failures: {bool(failed)}")

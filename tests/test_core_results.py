@@ -12,13 +12,8 @@ import trio
 import trio.testing
 
 import trio_bg
-from tests.jobs import sleep_then_raise, sleep_then_return
+from tests.conftest import sleep_then_raise, sleep_then_return, trio_bg_records
 from trio_bg import Retry, TaskCancelled, TaskHandle, TaskState
-
-
-def trio_bg_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "trio_bg" and r.levelno == level]
-
 
 # -- get() ------------------------------------------------------------------------------------
 
