@@ -297,7 +297,7 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
                 f"run {r + 1}/{config.runs} ({case}): {run.wrk.rps:.0f} req/s, "
                 f"p99 {run.wrk.p99_ms:.1f} ms, {run.cpu_us_per_request:.0f} us/req"
             )
-    a, b, c, d, e = (per_case[k] for k in "abcde")
+    a, b, c, d, e, f, g = (per_case[k] for k in "abcdefg")
     checks = [
         Check("P4", "P4 server CPU/req: (b) trio_bg tiny / (a) raw", ratio(b["cpu"], a["cpu"]),
               target=1.10),
@@ -305,6 +305,17 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
               ratio(b["cpu"], c["cpu"]), note="no target given; < 1 means cheaper than Starlette"),
         Check("P4r", "req/s: (b) / (c) (higher is better)", ratio(b["rps"], c["rps"]),
               note="for comparison"),
+        Check("P4f", "P4 server CPU/req: (b) trio_bg tiny / (f) raw nursery + tiny task",
+              ratio(b["cpu"], f["cpu"]),
+              note="(f): a nursery per request and one raw task, no trio_bg: the floor for (b)"),
+        Check("P4g", "P4 server CPU/req: (b) trio_bg tiny / (g) raw nursery + scoped task",
+              ratio(b["cpu"], g["cpu"]),
+              note="(g): the task in its own cancel scope, as every trio_bg task: the stricter "
+              "floor"),
+        Check("P4floor", "(floor) P4 server CPU/req: (g) raw nursery + scoped task / (a) raw",
+              ratio(g["cpu"], a["cpu"]),
+              note="what a nursery per request and one separately cancellable task cost; "
+              "trio_bg cannot go below it"),
         Check("P5", "P5 p99: (d) 2 s tasks / (a) raw", ratio(d["p99"], a["p99"]), target=1.5),
         Check("P5e", "p99: (e) raw 2 s sleep, no trio_bg / (a) raw", ratio(e["p99"], a["p99"]),
               note="the same work without trio_bg, for reference"),

@@ -168,6 +168,8 @@ _SHORT = {
     "c": "Starlette tiny",
     "d": "trio_bg 2 s",
     "e": "raw 2 s",
+    "f": "raw nursery\n+ task",
+    "g": "raw nursery\n+ scoped task",
 }
 
 # -- the chart -------------------------------------------------------------------------------------
@@ -328,7 +330,13 @@ during the measured window (same cost in every case).
 - (c) Starlette on trio, `PlainTextResponse("OK", background=BackgroundTask(tiny))`;
 - (d) like (b) with a 2 s task (`trio.sleep(2)`): at ~2,500 req/s, ~5,000 tasks in flight;
 - (e) the same work without trio_bg, for reference: raw ASGI that sleeps 2 s after sending the
-  final body, in the same call (case E of the baseline note).
+  final body, in the same call (case E of the baseline note);
+- (f) the floor for (b), without trio_bg: raw ASGI that opens a trio nursery per request and,
+  after sending the final body, starts the same tiny task in it; the call returns once the task
+  is done;
+- (g) the stricter floor for (b): like (f), the task inside its own `trio.CancelScope` (as every
+  trio_bg task is, so that it can be cancelled on its own). The ratio table shows (b) against
+  both, and (g) / (a) as P4's floor.
 """
 
 
