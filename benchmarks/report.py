@@ -289,7 +289,11 @@ by round, in an order rotated every round.
   coroutine that runs `noop` inside its own `trio.CancelScope` and stores the result. The rows
   marked "(gc disabled)" run raw trio and trio_bg again with `gc.disable()`, to tell the collector's
   pauses ({spawn_tasks:,} live coroutines and handles make its full collections long) from the
-  rest.
+  rest. Where trio_bg has an instrument API (`trio_bg.add_instrument`), one more row runs
+  trio_bg's case with one no-op instrument installed (`class Noop(trio_bg.Instrument): pass`,
+  added before the `trio.run` and removed after it); the ratio table gives the difference of
+  the medians as the added cost per task of one no-op instrument. Without that API the row is
+  skipped, with a note.
 - **P1 + result**: the same, then each result awaited in start order: `await handle.get()`
   (trio_bg), `await handle` (anyio's `TaskHandle.__await__`: wait, then `return_value`), and for
   raw trio a wrapper that stores the result in a list and sets a `trio.Event` per task.
