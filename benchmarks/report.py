@@ -261,11 +261,18 @@ $ .venv/bin/python -m benchmarks            # both parts (a few minutes)
 $ .venv/bin/python -m benchmarks --only micro
 $ .venv/bin/python -m benchmarks --quick --no-write   # smoke run: checks the harness only
 $ .venv/bin/python -m benchmarks --profile  # where the time goes: cProfile, GC on/off runs
+$ .venv/bin/python -m benchmarks --compare ../other-checkout   # P1 and HTTP (b): new / old
 ```
 
 It prints the tables to stdout and, unless `--no-write` or `--quick`, rewrites this page, its
 chart and `benchmarks/results/latest.json` (git-ignored). A run of one part (`--only`) keeps the
 other part's figures from `latest.json` when it is there.
+
+`--compare CHECKOUT` measures two versions of trio_bg in one run instead: P1 and HTTP case (b)
+for this tree and for the trio_bg of another checkout or worktree, interleaved round by round,
+each version in processes of its own (`PYTHONPATH` set to its checkout), with the ratios
+new / old; raw trio's P1 in the same processes is the control that shows the run's noise. It
+writes `benchmarks/results/compare.json` only, never this page.
 
 The machine is shared with other engineers' test runs, so every figure is a **median over
 repeated rounds**; the tables give the number of rounds, the median and the minimum. Ratios are
