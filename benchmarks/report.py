@@ -168,8 +168,8 @@ _SHORT = {
     "c": "Starlette tiny",
     "d": "trio_bg 2 s",
     "e": "raw 2 s",
-    "f": "raw nursery\n+ task",
-    "g": "raw nursery\n+ scoped task",
+    "f": "nursery\n+ task",
+    "g": "nursery +\nscoped task",
 }
 
 # -- the chart -------------------------------------------------------------------------------------
