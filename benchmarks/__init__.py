@@ -9,4 +9,8 @@ Two parts, each a table of medians over repeated rounds and the ratios that matt
 
 The figures go to stdout, to ``benchmarks/results/latest.json`` and to ``docs/benchmarks.md``
 (with the chart ``docs/img/benchmarks.png``); see :mod:`benchmarks.report`.
+
+``--compare CHECKOUT`` (:mod:`benchmarks.compare`) measures P1 and HTTP case (b) for this tree's
+trio_bg and another checkout's in one run, each in processes of its own started through
+:mod:`benchmarks.subject`, and prints the ratios new / old.
 """

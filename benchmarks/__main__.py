@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only micro|http] [--no-write] [--profile]``."""
+"""``python -m benchmarks [--quick] [--only micro|http] [--no-write] [--profile]
+[--compare CHECKOUT]``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import http_load, micro, report
+from . import compare, http_load, micro, report
 from .model import PartResult
 
 
@@ -51,7 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--http-runs", type=int, default=None, help="runs per HTTP case (default 3; 1 with --quick)"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="CHECKOUT",
+        type=Path,
+        help="instead of the normal parts: P1 (micro) and HTTP case (b) for this tree's trio_bg "
+        "and for the one in CHECKOUT (another checkout or worktree, run from its own path), "
+        "interleaved, with the ratios new / old; writes benchmarks/results/compare.json only",
+    )
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        if args.profile or args.render:
+            parser.error("--compare cannot be combined with --profile or --render")
+        args.compare = args.compare.resolve()
+        problem = compare.check_checkout(args.compare)
+        if problem is not None:
+            parser.error(f"--compare: {problem}")
     parts = ("micro", "http") if args.only is None else (args.only,)
     if args.render:
         stored = report.load_parts(report.LATEST)
@@ -82,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         results: list[PartResult] = []
+        if args.compare is not None:
+            return _compare(args, parts, workdir, began)
         if "micro" in parts:
             print("running the micro benchmarks ...", file=sys.stderr, flush=True)
             results.append(micro.run_micro(micro.QUICK if args.quick else micro.FULL))
@@ -91,11 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"HTTP part skipped: {problem}")
             else:
                 print("running the HTTP benchmarks ...", file=sys.stderr, flush=True)
-                config = http_load.QUICK if args.quick else http_load.FULL
-                config = dataclasses.replace(config, runner=args.server)
-                if args.http_runs is not None:
-                    config = dataclasses.replace(config, runs=max(1, args.http_runs))
-                results.append(http_load.run_http(config, workdir))
+                results.append(http_load.run_http(_http_config(args), workdir))
 
     if args.quick:
         print("(--quick: smoke-sized run; these figures only show that the harness works)")
@@ -104,6 +118,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_write and results:
         for path in report.write_all(results, quick=args.quick):
             print(f"wrote {path.relative_to(report.ROOT)}")
+    return 0
+
+
+def _http_config(args: argparse.Namespace) -> http_load.HttpConfig:
+    config = http_load.QUICK if args.quick else http_load.FULL
+    config = dataclasses.replace(config, runner=args.server)
+    if args.http_runs is not None:
+        config = dataclasses.replace(config, runs=max(1, args.http_runs))
+    return config
+
+
+def _compare(args: argparse.Namespace, parts: Sequence[str], workdir: Path, began: float) -> int:
+    results: list[PartResult] = []
+    if "micro" in parts:
+        print(f"comparing P1 with {args.compare} ...", file=sys.stderr, flush=True)
+        results.append(
+            compare.compare_micro(args.compare, micro.QUICK if args.quick else micro.FULL)
+        )
+    if "http" in parts:
+        problem = http_load.missing_tool()
+        if problem is not None:
+            print(f"HTTP part skipped: {problem}")
+        else:
+            print(f"comparing HTTP (b) with {args.compare} ...", file=sys.stderr, flush=True)
+            results.append(compare.compare_http(args.compare, _http_config(args), workdir))
+    if args.quick:
+        print("(--quick: smoke-sized run; these figures only show that the harness works)")
+    print(report.text_tables(results))
+    print(f"\n(took {time.monotonic() - began:.0f} s)")
+    if not args.no_write and results:
+        compare.write(report.RESULTS_DIR / "compare.json", results)
+        print(f"wrote {(report.RESULTS_DIR / 'compare.json').relative_to(report.ROOT)}")
     return 0
 
 

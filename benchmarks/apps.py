@@ -7,7 +7,12 @@
 - ``raw_sleep``: like ``raw_tiny`` with a 2 s ``after_response`` task (case d): at 2,500 req/s,
   ~5,000 tasks are in flight at any moment;
 - ``raw_sleep_inline``: raw ASGI that sleeps 2 s after sending the final body, in the same call
-  (case e, no trio_bg): the same work as (d) done by hand, the floor for (d).
+  (case e, no trio_bg): the same work as (d) done by hand, the floor for (d);
+- ``raw_nursery_tiny``: raw ASGI that opens a trio nursery per request and, after sending the
+  final body, starts the tiny task in it; the call returns once the task is done (case f, no
+  trio_bg): the floor for (b);
+- ``raw_nursery_scoped_tiny``: the same, the task run inside its own ``trio.CancelScope`` (case
+  g): the stricter floor for (b), since every trio_bg task can be cancelled on its own.
 
 The tiny task is the same coroutine function everywhere: one ``trio.lowlevel.checkpoint()``.
 """
@@ -107,6 +112,32 @@ async def raw_sleep_inline(scope: Scope, receive: Receive, send: Send) -> None:
         await _lifespan(receive, send)
 
 
+async def _scoped_tiny() -> None:
+    # Like P1's floor: a task that can be cancelled on its own needs a scope of its own.
+    with trio.CancelScope():
+        await tiny()
+
+
+async def raw_nursery_tiny(scope: Scope, receive: Receive, send: Send) -> None:
+    """(f) Raw ASGI, a nursery per request, one tiny task started after the final body."""
+    if scope["type"] == "http":
+        async with trio.open_nursery() as nursery:
+            await _respond(send)
+            nursery.start_soon(tiny)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def raw_nursery_scoped_tiny(scope: Scope, receive: Receive, send: Send) -> None:
+    """(g) Like (f), the task inside its own ``trio.CancelScope``."""
+    if scope["type"] == "http":
+        async with trio.open_nursery() as nursery:
+            await _respond(send)
+            nursery.start_soon(_scoped_tiny)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
 async def _starlette_endpoint(request: Request) -> Response:
     return PlainTextResponse("OK", background=BackgroundTask(tiny))
 
@@ -121,5 +152,7 @@ CASES: dict[str, tuple[str, str]] = {
     "c": ("benchmarks.apps:starlette_tiny", "Starlette + BackgroundTask (tiny)"),
     "d": ("benchmarks.apps:raw_sleep", "raw ASGI + TaskMiddleware, 1 x 2 s after_response task"),
     "e": ("benchmarks.apps:raw_sleep_inline", "raw ASGI, 2 s sleep after the body (no trio_bg)"),
+    "f": ("benchmarks.apps:raw_nursery_tiny", "raw ASGI, nursery per request + 1 tiny task"),
+    "g": ("benchmarks.apps:raw_nursery_scoped_tiny", "as (f), the task in its own CancelScope"),
 }
 """Case letter -> (``module:attribute`` of the app, description)."""

@@ -134,8 +134,23 @@ def run_wrk(url: str, config: HttpConfig, seconds: int, *, latency: bool) -> str
 # -- the server ------------------------------------------------------------------------------------
 
 
+def subject_command(
+    trio_bg_root: Path, module: str, *args: str
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``python -m module args`` with trio_bg imported
+    from the checkout ``trio_bg_root`` (and this harness's ``benchmarks``): see
+    :mod:`benchmarks.subject`."""
+    command = [sys.executable, "-P", str(ROOT / "benchmarks" / "subject.py"), module, *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(trio_bg_root)}
+    return command, env
+
+
 class Server:
-    """One :mod:`benchmarks.server` subprocess; stopped (by its PID) on exit."""
+    """One :mod:`benchmarks.server` subprocess; stopped (by its PID) on exit.
+
+    It imports trio_bg from the checkout ``trio_bg_root`` (this tree by default), and fails to
+    start if the server reports a trio_bg from anywhere else.
+    """
 
     def __init__(
         self,
@@ -145,29 +160,37 @@ class Server:
         runner: str = "hypercorn",
         gc_off: bool = False,
         profile_file: Path | None = None,
+        trio_bg_root: Path = ROOT,
     ) -> None:
         self.log_path = workdir / "server.log"
         self.stats_path = workdir / "stats.json"
         self.stats_path.unlink(missing_ok=True)
-        command = [
-            *_pin(0), sys.executable, "-m", "benchmarks.server", app,
+        self.trio_bg_root = trio_bg_root.resolve()
+        command, env = subject_command(
+            self.trio_bg_root, "benchmarks.server", app,
             "--stats-file", str(self.stats_path), "--gc", "off" if gc_off else "on",
             "--runner", runner,
             *(["--profile-file", str(profile_file)] if profile_file is not None else []),
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        )  # fmt: skip
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [*_pin(0), *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         self.url = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = re.search(r"^READY (\S+)", self.log_path.read_text(), re.MULTILINE)
+            found = re.search(
+                r"^READY (\S+) trio_bg=(.+)$", self.log_path.read_text(), re.MULTILINE
+            )
             if found:
+                imported = Path(found.group(2)).resolve()
+                if not imported.is_relative_to(self.trio_bg_root):
+                    self.stop()
+                    raise RuntimeError(
+                        f"the server imported trio_bg from {imported}, not {self.trio_bg_root}"
+                    )
                 return found.group(1) + "/"
             if self.proc.poll() is not None:
                 break
@@ -233,12 +256,15 @@ def measure_once(
     *,
     gc_off: bool = False,
     profile_file: Path | None = None,
+    trio_bg_root: Path = ROOT,
 ) -> RunResult:
-    """Start a fresh server for ``case``, warm it up, measure one window, stop it."""
+    """Start a fresh server for ``case`` (with trio_bg from ``trio_bg_root``), warm it up,
+    measure one window, stop it."""
     app = CASES[case][0]
     with Server(
-        app, workdir, runner=config.runner, gc_off=gc_off, profile_file=profile_file
-    ) as server:
+        app, workdir, runner=config.runner, gc_off=gc_off, profile_file=profile_file,
+        trio_bg_root=trio_bg_root,
+    ) as server:  # fmt: skip
         run_wrk(server.url, config, config.warmup, latency=False)
         server.begin_window()
         cpu_before = server.cpu_seconds()
@@ -297,7 +323,7 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
                 f"run {r + 1}/{config.runs} ({case}): {run.wrk.rps:.0f} req/s, "
                 f"p99 {run.wrk.p99_ms:.1f} ms, {run.cpu_us_per_request:.0f} us/req"
             )
-    a, b, c, d, e = (per_case[k] for k in "abcde")
+    a, b, c, d, e, f, g = (per_case[k] for k in "abcdefg")
     checks = [
         Check("P4", "P4 server CPU/req: (b) trio_bg tiny / (a) raw", ratio(b["cpu"], a["cpu"]),
               target=1.10),
@@ -305,6 +331,17 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
               ratio(b["cpu"], c["cpu"]), note="no target given; < 1 means cheaper than Starlette"),
         Check("P4r", "req/s: (b) / (c) (higher is better)", ratio(b["rps"], c["rps"]),
               note="for comparison"),
+        Check("P4f", "P4 server CPU/req: (b) trio_bg tiny / (f) raw nursery + tiny task",
+              ratio(b["cpu"], f["cpu"]),
+              note="(f): a nursery per request and one raw task, no trio_bg: the floor for (b)"),
+        Check("P4g", "P4 server CPU/req: (b) trio_bg tiny / (g) raw nursery + scoped task",
+              ratio(b["cpu"], g["cpu"]),
+              note="(g): the task in its own cancel scope, as every trio_bg task: the stricter "
+              "floor"),
+        Check("P4floor", "(floor) P4 server CPU/req: (g) raw nursery + scoped task / (a) raw",
+              ratio(g["cpu"], a["cpu"]),
+              note="what a nursery per request and one separately cancellable task cost; "
+              "trio_bg cannot go below it"),
         Check("P5", "P5 p99: (d) 2 s tasks / (a) raw", ratio(d["p99"], a["p99"]), target=1.5),
         Check("P5e", "p99: (e) raw 2 s sleep, no trio_bg / (a) raw", ratio(e["p99"], a["p99"]),
               note="the same work without trio_bg, for reference"),

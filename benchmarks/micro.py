@@ -146,6 +146,34 @@ async def spawn_trio_bg(n: int) -> float:
     return time.perf_counter() - began
 
 
+def noop_instrument() -> object | None:
+    """A fresh no-op trio_bg instrument, or None if this trio_bg has no instrument API."""
+    api: Any = trio_bg  # the instrument API is newer than some of the trees this harness measures
+    if not hasattr(api, "add_instrument"):
+        return None
+
+    # Every hook of trio_bg.Instrument is a no-op by default: this measures the cost of having
+    # one instrument installed, not of anything it does.
+    class Noop(api.Instrument):  # type: ignore[misc]  # (subclasses Any, for the check above)
+        pass
+
+    return Noop()
+
+
+def instrumented(instrument: object, fn: Callable[[], float]) -> Callable[[], float]:
+    """``fn`` run with ``instrument`` installed (process-wide), removed again afterwards."""
+    api: Any = trio_bg
+
+    def run() -> float:
+        api.add_instrument(instrument)
+        try:
+            return fn()
+        finally:
+            api.remove_instrument(instrument)
+
+    return run
+
+
 async def spawn_anyio(n: int) -> float:
     import anyio
 
@@ -431,6 +459,19 @@ def run_micro(config: MicroConfig) -> PartResult:
         (p1_raw_nogc, _without_gc(per_task(spawn_raw, n))),
         (p1_bg_nogc, _without_gc(per_task(spawn_trio_bg, n))),
     ]
+    instrument = noop_instrument()
+    p1_instr: Measurement | None = None
+    notes: list[str] = []
+    if instrument is None:
+        note = "this trio_bg has no add_instrument(): the P1 row with a no-op instrument is skipped"
+        notes.append(note)
+        _progress(note)
+    else:
+        p1_instr = make(
+            "p1.trio_bg.instrument", "trio_bg start_soon_named, one no-op instrument installed",
+            "us/task", g1,
+        )  # fmt: skip
+        variants.append((p1_instr, instrumented(instrument, per_task(spawn_trio_bg, n))))
     _interleaved(variants, config.spawn_rounds, "P1")
 
     # P3
@@ -518,6 +559,14 @@ def run_micro(config: MicroConfig) -> PartResult:
             note="what any separately cancellable task costs; trio_bg cannot go below it",
         ),
         Check("P1r", "P1 + result: trio_bg / raw trio", ratio(r_bg, r_raw)),
+    ]
+    if p1_instr is not None:
+        checks.append(
+            Check("P1instr", "P1 added cost per task (µs) of one no-op instrument",
+                  p1_instr.median - p1_bg.median, unit="us",
+                  note="median with the instrument minus median without, same rounds")
+        )  # fmt: skip
+    checks += [
         Check(
             "P1nogc",
             "P1 start+finish, gc disabled: trio_bg / raw trio",
@@ -561,7 +610,6 @@ def run_micro(config: MicroConfig) -> PartResult:
 
     meta = machine_info()
     meta["config"] = {k: getattr(config, k) for k in config.__slots__}
-    notes: list[str] = []
     if meta["trio_bg_code"] != code:
         notes.append(
             f"trio_bg changed during the run ({code} -> {meta['trio_bg_code']}); "

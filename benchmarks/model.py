@@ -174,9 +174,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def code_version() -> str:
-    """The git commit of the checkout, with ``+dirty`` if trio_bg/ has uncommitted changes."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def code_version(root: str | os.PathLike[str] | None = None) -> str:
+    """The git commit of the checkout ``root`` (this one by default), with ``+dirty`` if its
+    trio_bg/ has uncommitted changes."""
+    if root is None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str:
         done = subprocess.run(

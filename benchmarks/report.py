@@ -168,6 +168,8 @@ _SHORT = {
     "c": "Starlette tiny",
     "d": "trio_bg 2 s",
     "e": "raw 2 s",
+    "f": "nursery\n+ task",
+    "g": "nursery +\nscoped task",
 }
 
 # -- the chart -------------------------------------------------------------------------------------
@@ -259,11 +261,18 @@ $ .venv/bin/python -m benchmarks            # both parts (a few minutes)
 $ .venv/bin/python -m benchmarks --only micro
 $ .venv/bin/python -m benchmarks --quick --no-write   # smoke run: checks the harness only
 $ .venv/bin/python -m benchmarks --profile  # where the time goes: cProfile, GC on/off runs
+$ .venv/bin/python -m benchmarks --compare ../other-checkout   # P1 and HTTP (b): new / old
 ```
 
 It prints the tables to stdout and, unless `--no-write` or `--quick`, rewrites this page, its
 chart and `benchmarks/results/latest.json` (git-ignored). A run of one part (`--only`) keeps the
 other part's figures from `latest.json` when it is there.
+
+`--compare CHECKOUT` measures two versions of trio_bg in one run instead: P1 and HTTP case (b)
+for this tree and for the trio_bg of another checkout or worktree, interleaved round by round,
+each version in processes of its own (`PYTHONPATH` set to its checkout), with the ratios
+new / old; raw trio's P1 in the same processes is the control that shows the run's noise. It
+writes `benchmarks/results/compare.json` only, never this page.
 
 The machine is shared with other engineers' test runs, so every figure is a **median over
 repeated rounds**; the tables give the number of rounds, the median and the minimum. Ratios are
@@ -287,7 +296,11 @@ by round, in an order rotated every round.
   coroutine that runs `noop` inside its own `trio.CancelScope` and stores the result. The rows
   marked "(gc disabled)" run raw trio and trio_bg again with `gc.disable()`, to tell the collector's
   pauses ({spawn_tasks:,} live coroutines and handles make its full collections long) from the
-  rest.
+  rest. Where trio_bg has an instrument API (`trio_bg.add_instrument`), one more row runs
+  trio_bg's case with one no-op instrument installed (`class Noop(trio_bg.Instrument): pass`,
+  added before the `trio.run` and removed after it); the ratio table gives the difference of
+  the medians as the added cost per task of one no-op instrument. Without that API the row is
+  skipped, with a note.
 - **P1 + result**: the same, then each result awaited in start order: `await handle.get()`
   (trio_bg), `await handle` (anyio's `TaskHandle.__await__`: wait, then `return_value`), and for
   raw trio a wrapper that stores the result in a list and sets a `trio.Event` per task.
@@ -328,7 +341,13 @@ during the measured window (same cost in every case).
 - (c) Starlette on trio, `PlainTextResponse("OK", background=BackgroundTask(tiny))`;
 - (d) like (b) with a 2 s task (`trio.sleep(2)`): at ~2,500 req/s, ~5,000 tasks in flight;
 - (e) the same work without trio_bg, for reference: raw ASGI that sleeps 2 s after sending the
-  final body, in the same call (case E of the baseline note).
+  final body, in the same call (case E of the baseline note);
+- (f) the floor for (b), without trio_bg: raw ASGI that opens a trio nursery per request and,
+  after sending the final body, starts the same tiny task in it; the call returns once the task
+  is done;
+- (g) the stricter floor for (b): like (f), the task inside its own `trio.CancelScope` (as every
+  trio_bg task is, so that it can be cancelled on its own). The ratio table shows (b) against
+  both, and (g) / (a) as P4's floor.
 """
 
 

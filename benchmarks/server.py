@@ -3,7 +3,8 @@ signals.
 
     python -m benchmarks.server benchmarks.apps:raw --stats-file /tmp/stats.json
 
-It prints ``READY <url>`` once bound, then:
+(The harness starts it through :mod:`benchmarks.subject`, which picks the trio_bg checkout.)
+It prints ``READY <url> trio_bg=<path of trio_bg/__init__.py>`` once bound, then:
 
 - ``SIGUSR1`` starts the measured window: the garbage-collector statistics are reset (and the
   profiler, with ``--profile-file``, is switched on);
@@ -152,7 +153,10 @@ async def _serve(app: Callable[..., Awaitable[None]], args: argparse.Namespace) 
             nursery.cancel_scope.cancel()
 
         binds: list[str] = await nursery.start(run_server)
-        print(f"READY {binds[0]}", flush=True)
+        import trio_bg
+
+        # The harness checks this path: the server must measure the trio_bg it was asked for.
+        print(f"READY {binds[0]} trio_bg={trio_bg.__file__}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
