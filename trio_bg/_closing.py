@@ -170,6 +170,8 @@ def closed(manager: TaskManager) -> None:
         manager._dropped = None
         logger.warning("%s", report)
     _registry.open_managers.discard(manager)
+    if manager._recent:
+        _registry.finished.extend(manager._recent)  # still findable once the manager is gone
     if "manager_closed" in manager._hooks:
         call_hooks(manager._hooks, manager, "manager_closed", manager, manager.shutdown_report)
 

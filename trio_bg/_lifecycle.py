@@ -46,28 +46,70 @@ class TaskLifecycle:
     (finished handles, bounded), ``_dropped`` (handles the close cancelled, for its report).
     """
 
-    # Counters, tables and flags start from class-level defaults, so opening a manager (one per
-    # request) makes only the containers it uses.
+    # Slots, not an instance dict: every attribute read on the task path is a slot read that
+    # the interpreter specialises (P1: class-level defaults behind an instance dict cost 12,000
+    # instructions per task more under callgrind, as reads missed the inline caches).
+    __slots__ = (
+        "_active",
+        "_cancelled",
+        "_dropped",
+        "_failed",
+        "_held",
+        "_hooks",
+        "_idle",
+        "_instruments",
+        "_keys",
+        "_max_running",
+        "_name",
+        "_pending",
+        "_queue",
+        "_queued",
+        "_recent",
+        "_rejected",
+        "_running",
+        "_shielded",
+        "_started",
+        "_succeeded",
+    )
     _name: str
-    _max_running: int | None = None
+    _max_running: int | None
     _active: dict[int, TaskHandle[Any]]
-    _queue: deque[TaskHandle[Any]] | None = None
-    _held: dict[int, TaskHandle[Any]] | None = None
-    _keys: dict[str, TaskHandle[Any]] | None = None
-    _recent: deque[TaskHandle[Any]] | None = None
-    _dropped: list[TaskHandle[Any]] | None = None
-    _idle: trio.Event | None = None
-    _shielded: int = 0
-    _hooks: Hooks = NO_HOOKS
-    _instruments: InstrumentSet | None = None
-    _started: int = 0
-    _pending: int = 0
-    _queued: int = 0
-    _running: int = 0
-    _succeeded: int = 0
-    _failed: int = 0
-    _cancelled: int = 0
-    _rejected: int = 0
+    _queue: deque[TaskHandle[Any]] | None
+    _held: dict[int, TaskHandle[Any]] | None
+    _keys: dict[str, TaskHandle[Any]] | None
+    _recent: deque[TaskHandle[Any]] | None
+    _dropped: list[TaskHandle[Any]] | None
+    _idle: trio.Event | None
+    _shielded: int
+    _hooks: Hooks
+    _instruments: InstrumentSet | None
+    _started: int
+    _pending: int
+    _queued: int
+    _running: int
+    _succeeded: int
+    _failed: int
+    _cancelled: int
+    _rejected: int
+
+    def _init_lifecycle(
+        self,
+        name: str,
+        max_running: int | None,
+        recent_limit: int,
+        instruments: InstrumentSet | None,
+    ) -> None:
+        """Empty tables and zero counters (the manager's ``_create`` calls this first)."""
+        self._name = name
+        self._max_running = max_running
+        self._active = {}
+        self._queue = None if max_running is None else deque()
+        self._held = self._keys = self._dropped = self._idle = None
+        self._recent = deque(maxlen=recent_limit) if recent_limit else None
+        self._hooks = NO_HOOKS
+        self._instruments = instruments
+        self._started = self._pending = self._queued = self._running = 0
+        self._succeeded = self._failed = self._cancelled = self._rejected = self._shielded = 0
 
     def statistics(self) -> TaskStatistics:
         """A frozen snapshot of the counters."""
@@ -88,7 +130,6 @@ class TaskLifecycle:
         running slot at once and is RUNNING too (both hooks are called, in order)."""
         self._active[handle._n] = handle
         self._started += 1
-        self._pending += 1
         if handle._shield:
             self._shielded += 1
         options = handle._options
@@ -99,8 +140,16 @@ class TaskLifecycle:
                 self._keys[options.key] = handle
             if options.group is not None:
                 options.group._add(handle)
-        if "task_created" in self._hooks:
-            call_hooks(self._hooks, self, "task_created", handle)
+        hooks = self._hooks
+        if running and not hooks:
+            # Straight to RUNNING: with no instrument to see it, the PENDING step is only two
+            # counter updates that cancel out (P1: one call fewer per task, ~1,000 instructions).
+            handle._state = _RUNNING
+            self._running += 1
+            return
+        self._pending += 1
+        if "task_created" in hooks:
+            call_hooks(hooks, self, "task_created", handle)
         if running:
             self._task_started(handle)
 
@@ -143,9 +192,10 @@ class TaskLifecycle:
             held = self._held
             if held is not None:
                 held.pop(handle._n, None)
+            handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
         handle._state = state
         handle._finished = _now()
-        handle._fn = handle._args = handle._scope = handle._manager = None
+        handle._scope = handle._manager = None
         if state is _SUCCEEDED:
             self._succeeded += 1
         elif state is _FAILED:
@@ -168,9 +218,13 @@ class TaskLifecycle:
                 del keys[key]
             if options.group is not None:
                 options.group._task_done()
-        if self._recent is not None:
-            self._recent.append(handle)
-        _registry.finished.append(handle)
+        recent = self._recent
+        if recent is not None:
+            recent.append(handle)  # handed to the process-wide history when the manager closes
+        else:
+            # Kept once, not twice: a handle held by a second history survives more young
+            # collections, and P1 paid ~4 us per task in collector time for it.
+            _registry.finished.append(handle)
         event = handle._event
         if event is not None:
             event.set()

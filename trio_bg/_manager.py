@@ -67,18 +67,32 @@ class TaskManager(TaskLifecycle, TaskStarter):
     Not constructed by hand; subclassed only by the ASGI request manager.
     """
 
+    __slots__ = (
+        "_close_span",
+        "_close_started",
+        "_closed",
+        "_grace",
+        "_limiter",
+        "_max_pending",
+        "_max_tasks",
+        "_nursery",
+        "_on_error",
+        "_report",
+        "_shield_deadline",
+        "_shield_timeout",
+    )
     _max_pending: int | None
-    _max_tasks: int | None = None
+    _max_tasks: int | None
     _grace: float
     _shield_timeout: float
     _on_error: ErrorHandler | None
-    _limiter: trio.CapacityLimiter | None = None
-    _nursery: trio.Nursery | None = None
-    _closed: bool = False
-    _shield_deadline: float = _INF
-    _close_started: float = 0.0
-    _close_span: tuple[float, float] | None = None
-    _report: ShutdownReport | None = None
+    _limiter: trio.CapacityLimiter | None
+    _nursery: trio.Nursery | None
+    _closed: bool
+    _shield_deadline: float
+    _close_started: float
+    _close_span: tuple[float, float] | None
+    _report: ShutdownReport | None
 
     def __init__(self) -> None:
         raise TypeError(
@@ -102,23 +116,18 @@ class TaskManager(TaskLifecycle, TaskStarter):
         instruments: InstrumentSet | None = None,
     ) -> Self:
         self = object.__new__(cls)
-        self._name = name
-        self._max_running = max_running
+        self._init_lifecycle(name, max_running, recent_limit, instruments)
         self._max_pending = max_pending
-        if max_tasks is not None:
-            self._max_tasks = max_tasks
+        self._max_tasks = max_tasks
         self._grace = grace_period
         self._shield_timeout = shield_timeout
         self._on_error = on_error
-        if max_threads is not None:
-            self._limiter = trio.CapacityLimiter(max_threads)
-        self._active = {}
-        if max_running is not None:
-            self._queue = deque()
-        if recent_limit:
-            self._recent = deque(maxlen=recent_limit)
-        if instruments:
-            self._instruments = instruments
+        self._limiter = None if max_threads is None else trio.CapacityLimiter(max_threads)
+        self._nursery = None
+        self._closed = False
+        self._shield_deadline = _INF
+        self._close_started = 0.0
+        self._close_span = self._report = None
         return self
 
     # -- introspection ---------------------------------------------------------------------
@@ -176,14 +185,22 @@ class TaskManager(TaskLifecycle, TaskStarter):
         )
 
     if not TYPE_CHECKING:  # a clear message at run time; a type checker reports the attribute
+        # (Properties, not __getattr__: a class with __getattr__ sends every attribute read of
+        # its instances down the slow generic path, 12,000 instructions per task in P1.)
 
-        def __getattr__(self, name: str) -> NoReturn:
-            if name in ("after_route", "after_response"):
-                raise RuntimeError(
-                    f"task manager {self._name!r} has no timing points: {name} tasks belong "
-                    "to a request manager (trio_bg.asgi.request_tasks(scope))"
-                )
-            raise AttributeError(f"'TaskManager' object has no attribute {name!r}")
+        @property
+        def after_route(self) -> NoReturn:
+            raise self._no_timing_points("after_route")
+
+        @property
+        def after_response(self) -> NoReturn:
+            raise self._no_timing_points("after_response")
+
+        def _no_timing_points(self, name: str) -> RuntimeError:
+            return RuntimeError(
+                f"task manager {self._name!r} has no timing points: {name} tasks belong "
+                "to a request manager (trio_bg.asgi.request_tasks(scope))"
+            )
 
     # -- starting --------------------------------------------------------------------------
 
@@ -264,7 +281,12 @@ class TaskManager(TaskLifecycle, TaskStarter):
                 self._enqueue(handle)
         else:
             self._task_created(handle, running=True)
-            self._spawn_in_nursery(handle)
+            if options is None and not shield:  # the common task, inline: one call fewer
+                nursery = self._nursery
+                assert nursery is not None
+                nursery.start_soon(run_task, self, handle, name=name)
+            else:
+                self._spawn_in_nursery(handle)
         return handle
 
     if TYPE_CHECKING:

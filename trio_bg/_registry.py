@@ -22,7 +22,7 @@ open_managers: set[TaskManager] = set()
 """Every manager between its opening and the end of its close."""
 
 finished: deque[TaskHandle[Any]] = deque(maxlen=1000)
-"""The most recently finished tasks of the process, newest last."""
+"""Finished tasks that no open manager keeps, newest last."""
 
 
 def task_number(task_id: object) -> int | None:
@@ -37,9 +37,11 @@ def find_task(task_id: str) -> TaskHandle[Any] | None:
     """The handle of task ``task_id`` from any manager of this process, or None.
 
     Finds every PENDING or RUNNING task of every open manager (request managers included), the
-    tasks kept in an open manager's ``recent``, and the process's most recently finished tasks
-    (:func:`set_recent_limit` of them, 1,000 by default). Costs one dict lookup per open manager
-    plus a scan of the history: meant for people and dashboards, not for a hot loop.
+    finished tasks each open manager keeps in its ``recent``, and the process-wide history of
+    finished tasks (:func:`set_recent_limit`, 1,000 by default): the tasks of managers that keep
+    no ``recent`` (request managers) as they finish, and a manager's ``recent`` when it closes.
+    Costs one dict lookup per open manager plus a scan of the histories: meant for people and
+    dashboards, not for a hot loop.
     """
     n = task_number(task_id)
     if n is None:

@@ -139,13 +139,11 @@ class TaskMiddleware:
             else:
                 await self._app(scope, receive, send)
             return
-        manager = RequestTaskManager._create(
+        manager = RequestTaskManager._open(
             name=f"{scope.get('method', 'HTTP')} {scope.get('path', '')}",
             max_tasks=self._max_per_request,
-            grace_period=math.inf,
             shield_timeout=self._shield_timeout,
             on_error=self._on_error,
-            recent_limit=0,
             instruments=self._instruments,
         )
         scope[REQUEST_TASKS_KEY] = manager

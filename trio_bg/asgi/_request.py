@@ -9,15 +9,18 @@ point pass in the ``send`` stream. What was never released is settled by the cor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, final
 
-from .._handle import TaskHandle
+from .._handle import ErrorHandler, TaskHandle
+from .._instruments import InstrumentSet
 from .._manager import TaskManager
 from .._options import TaskOptions
 from .._starter import TaskStarter
 from .._state import Timing
 
+_IMMEDIATE = Timing.IMMEDIATE
 _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
@@ -31,7 +34,32 @@ class RequestTaskManager(TaskManager):
     ``add_task`` starts its task after the response, like Starlette's ``BackgroundTasks``.
     """
 
-    _fired: int = 0  # a bit per timing point that has come (_BITS)
+    __slots__ = ("_fired",)
+    _fired: int  # a bit per timing point that has come (_BITS)
+
+    @classmethod
+    def _open(
+        cls,
+        *,
+        name: str,
+        max_tasks: int | None,
+        shield_timeout: float,
+        on_error: ErrorHandler | None,
+        instruments: InstrumentSet | None,
+    ) -> RequestTaskManager:
+        """A request's manager: it waits for its tasks without limit (the server's
+        cancellation starts its shutdown) and keeps no ``recent`` of its own."""
+        self = cls._create(
+            name=name,
+            max_tasks=max_tasks,
+            grace_period=math.inf,
+            shield_timeout=shield_timeout,
+            on_error=on_error,
+            recent_limit=0,
+            instruments=instruments,
+        )
+        self._fired = 0
+        return self
 
     @property
     def after_route(self) -> DeferredStarter:
@@ -55,7 +83,7 @@ class RequestTaskManager(TaskManager):
         options: TaskOptions | None,
     ) -> TaskHandle[Any]:
         # add_task on a request is Starlette's BackgroundTasks: after the response.
-        timing = _AFTER_RESPONSE if method == "add_task" else Timing.IMMEDIATE
+        timing = _AFTER_RESPONSE if method == "add_task" else _IMMEDIATE
         return self._start_at(timing, method, name, fn, args, shield, options)
 
     def _start_at(
@@ -68,7 +96,7 @@ class RequestTaskManager(TaskManager):
         shield: bool,
         options: TaskOptions | None,
     ) -> TaskHandle[Any]:
-        held = timing is not Timing.IMMEDIATE and not self._fired & _BITS[timing]
+        held = timing is not _IMMEDIATE and not self._fired & _BITS[timing]
         return self._spawn(method, name, fn, args, shield, options, timing=timing, held=held)
 
     def _fire(self, timing: Timing) -> None:
