@@ -11,6 +11,7 @@ reported as unnecessary; the one comment serves both checkers.
 from __future__ import annotations
 
 import functools
+from collections.abc import MutableMapping
 from typing import Any, assert_type
 
 import outcome
@@ -91,3 +92,76 @@ async def check_manager() -> None:
             assert_type(await group.wait_all(int), list[int])
 
         await trio.lowlevel.checkpoint()
+
+
+# -- misuse a type checker reports (the runtime message says the same) --------------------------
+
+
+async def check_with_is_a_type_error() -> None:
+    # trio's way: __enter__ is hidden from type checkers, so `with` instead of `async with` is
+    # an error here and not only when it runs.
+    with trio_bg.open_task_manager() as tm:  # type: ignore[attr-defined]
+        del tm
+    async with trio_bg.open_task_manager() as tm:
+        with tm.open_group("g") as group:  # type: ignore[attr-defined]
+            del group
+        tm.after_route  # type: ignore[attr-defined]  # only a request's manager has timing points
+
+
+def check_context_is_public() -> None:
+    assert_type(trio_bg.open_task_manager(), trio_bg.TaskManagerContext)
+
+
+# -- handles: covariant, and the Protocol other handles implement ---------------------------------
+
+
+def takes_object_handle(handle: TaskHandle[object]) -> None:
+    del handle
+
+
+def takes_handle_like(handle: trio_bg.TaskHandleLike[float]) -> None:
+    del handle
+
+
+async def check_handles(tm: TaskManager) -> None:
+    handle = tm.start_soon(returns_int)
+    takes_object_handle(handle)  # TaskHandle[int] is a TaskHandle[object]
+    takes_handle_like(handle)  # and a TaskHandleLike[float] (int is a float, covariantly)
+    like: trio_bg.TaskHandleLike[int] = handle
+    assert_type(await like.get(), int)
+    assert_type(like.state, TaskState)
+    bytes_handle = tm.start_soon(sync_takes_int, 1)
+    takes_handle_like(bytes_handle)  # type: ignore[arg-type]  # bytes is not a float
+    found = trio_bg.find_task(handle.id)
+    assert_type(found, TaskHandle[Any] | None)
+
+
+# -- instruments ---------------------------------------------------------------------------------
+
+
+class Counting(trio_bg.Instrument):
+    def task_finished(self, handle: TaskHandle[Any]) -> None:
+        del handle
+
+
+def check_instruments() -> None:
+    trio_bg.add_instrument(Counting())
+    trio_bg.open_task_manager(instruments=[Counting()])
+    trio_bg.add_instrument(object())  # type: ignore[arg-type]
+    trio_bg.open_task_manager(instruments=[object()])  # type: ignore[list-item]
+
+
+# -- route tasks are typed end to end ------------------------------------------------------------
+
+
+async def audit_with_scope(scope: MutableMapping[str, object], action: str) -> None:
+    del scope, action
+
+
+def check_route_tasks() -> None:
+    from trio_bg.asgi import RouteTask, route_task, route_task_with_scope
+
+    assert_type(route_task(takes_int, 1), RouteTask[str])
+    assert_type(route_task_with_scope(audit_with_scope, "viewed"), RouteTask[None])
+    route_task(takes_int, "one")  # type: ignore[arg-type]
+    route_task_with_scope(audit_with_scope, 7)  # type: ignore[arg-type]

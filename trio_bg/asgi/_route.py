@@ -94,9 +94,29 @@ def route_task(
     return _make(fn, args, name, timing, shield, pass_scope=False)
 
 
+@overload
 def route_task_with_scope(
-    fn: Callable[..., Any],
-    *args: Any,
+    fn: Callable[[Scope, Unpack[PosArgsT]], Awaitable[T]],
+    *args: Unpack[PosArgsT],
+    name: str | None = None,
+    timing: Timing = Timing.AFTER_RESPONSE,
+    shield: bool = False,
+) -> RouteTask[T]: ...
+
+
+@overload
+def route_task_with_scope(
+    fn: Callable[[Scope, Unpack[PosArgsT]], T],
+    *args: Unpack[PosArgsT],
+    name: str | None = None,
+    timing: Timing = Timing.AFTER_RESPONSE,
+    shield: bool = False,
+) -> RouteTask[T]: ...
+
+
+def route_task_with_scope(
+    fn: Callable[[Scope, Unpack[PosArgsT]], Any],
+    *args: Unpack[PosArgsT],
     name: str | None = None,
     timing: Timing = Timing.AFTER_RESPONSE,
     shield: bool = False,
