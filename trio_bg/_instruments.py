@@ -157,7 +157,8 @@ def call_hooks(hooks: Hooks, owner: HasInstruments, name: str, *args: Any) -> No
     """Call hook ``name`` of every instrument in ``hooks`` (a manager's table) that overrides it.
 
     An instrument whose hook raises is logged and removed from the process-wide set and from the
-    owner's own set; every open manager's hook table is rebuilt.
+    sets of the owner and of every open manager (a middleware's set is shared with its future
+    request managers, so it is gone from those too); every open manager's hook table is rebuilt.
     """
     failed: list[Instrument] = []
     for instrument in hooks.get(name, ()):
@@ -167,10 +168,12 @@ def call_hooks(hooks: Hooks, owner: HasInstruments, name: str, *args: Any) -> No
             logger.exception("instrument %r raised in %s; it has been removed", instrument, name)
             failed.append(instrument)
     if failed:
+        owners = [owner, *_registry.open_managers]
         for instrument in failed:
             GLOBAL.discard(instrument)
-            if owner._instruments is not None:
-                owner._instruments.discard(instrument)
+            for each in owners:  # everywhere it was given, open managers' sets included
+                if each._instruments is not None:
+                    each._instruments.discard(instrument)
         refresh_hooks()
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-from ._checks import check_cap
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -30,7 +28,9 @@ def task_number(task_id: object) -> int | None:
     if type(task_id) is not str or not task_id.startswith("task-"):
         return None
     digits = task_id[5:]
-    return int(digits) if digits.isascii() and digits.isdigit() else None
+    if not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
+        return None  # not an id trio_bg gives ("task-07", "task-²", "task-")
+    return int(digits)
 
 
 def find_task(task_id: str) -> TaskHandle[Any] | None:
@@ -71,9 +71,11 @@ def set_recent_limit(limit: int) -> int:
         TypeError, ValueError: ``limit`` is not an int >= 0.
     """
     global finished
-    checked = check_cap("limit", limit, 0)
-    if checked is None:
-        raise TypeError("limit must be an int, got NoneType")
+    given = cast(object, limit)
+    if isinstance(given, bool) or not isinstance(given, int):
+        raise TypeError(f"limit must be an int, got {type(given).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
     previous = finished.maxlen or 0
-    finished = deque(finished, maxlen=checked)
+    finished = deque(finished, maxlen=limit)
     return previous
