@@ -23,6 +23,15 @@ def check_cap(what: str, value: object, minimum: int) -> int | None:
     return value
 
 
+def check_count(what: str, value: object, minimum: int) -> int:
+    """An int >= ``minimum`` (None refused, unlike :func:`check_cap`)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    return value
+
+
 def check_handler(what: str, handler: object) -> None:
     if handler is not None and not callable(handler):
         raise TypeError(f"{what} must be callable or None, got {type(handler).__name__}")

@@ -31,7 +31,9 @@ class Instrument:
     task, each exactly once: ``task_created`` -> ``task_started`` -> ``task_retrying`` (once per
     failed attempt that is retried) -> ``task_finished``. A task cancelled, or discarded, before
     it got a running slot goes ``task_created`` -> ``task_finished``. A start that is refused
-    calls ``task_rejected`` only (no handle exists). A hook must not block; one that raises is
+    calls ``task_rejected`` only (no handle exists). An instrument sees the transitions that come
+    after it was installed: a task already active then shows only its later hooks. A hook must
+    not block; one that raises is
     logged on the ``trio_bg`` logger and its instrument is removed (everywhere it was installed);
     the task is unaffected.
     """

@@ -22,7 +22,7 @@ import trio
 
 from . import _registry
 from ._callables import is_async_callable, reject_non_function
-from ._checks import check_cap, check_handler, check_seconds
+from ._checks import check_cap, check_count, check_handler, check_seconds
 from ._closing import TaskManagerContext
 from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskHandle
@@ -487,9 +487,7 @@ def open_task_manager(
     max_running = check_cap("max_running", max_running, 1)
     max_pending = check_cap("max_pending", max_pending, 0)
     max_threads = check_cap("max_threads", max_threads, 1)
-    checked_recent = check_cap("recent_limit", recent_limit, 0)
-    if checked_recent is None:
-        raise TypeError("recent_limit must be an int, got NoneType")
+    checked_recent = check_count("recent_limit", recent_limit, 0)
     grace = check_seconds("grace_period", grace_period, allow_inf=True)
     shield = check_seconds("shield_timeout", shield_timeout, allow_inf=True)
     if math.isfinite(grace) and shield < grace:

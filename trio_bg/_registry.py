@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
+
+from ._checks import check_count
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -71,11 +73,7 @@ def set_recent_limit(limit: int) -> int:
         TypeError, ValueError: ``limit`` is not an int >= 0.
     """
     global finished
-    given = cast(object, limit)
-    if isinstance(given, bool) or not isinstance(given, int):
-        raise TypeError(f"limit must be an int, got {type(given).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    checked = check_count("limit", limit, 0)
     previous = finished.maxlen or 0
-    finished = deque(finished, maxlen=limit)
+    finished = deque(finished, maxlen=checked)
     return previous

@@ -105,7 +105,7 @@ async def check_with_is_a_type_error() -> None:
     async with trio_bg.open_task_manager() as tm:
         with tm.open_group("g") as group:  # type: ignore[attr-defined]
             del group
-        tm.after_route  # type: ignore[attr-defined]  # only a request's manager has timing points
+        _ = tm.after_route  # type: ignore[attr-defined]  # only a request's manager has timing points
 
 
 def check_context_is_public() -> None:

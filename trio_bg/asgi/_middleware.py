@@ -13,7 +13,7 @@ from typing import Any, final
 
 import trio
 
-from .._checks import check_cap, check_handler, check_seconds
+from .._checks import check_cap, check_count, check_handler, check_seconds
 from .._closing import TaskManagerContext
 from .._handle import ErrorHandler
 from .._instruments import Instrument
@@ -117,10 +117,7 @@ class TaskMiddleware:
         if type(name) is not str or not name:
             raise ValueError("task manager name must be a non-empty string")
         self._name = name
-        checked_recent = check_cap("recent_limit", recent_limit, 0)
-        if checked_recent is None:
-            raise TypeError("recent_limit must be an int, got NoneType")
-        self._recent_limit = checked_recent
+        self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
 
