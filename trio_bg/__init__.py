@@ -6,6 +6,7 @@ This module only re-exports; the code lives in private modules, one concept each
 
 from __future__ import annotations
 
+from . import _tasklog as _tasklog  # adds the task log (DEBUG lines of every task)
 from ._closing import TaskManagerContext as TaskManagerContext
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskRejected as TaskRejected

@@ -23,6 +23,7 @@ from ._statistics import ShutdownReport
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._handle import TaskHandle
     from ._manager import TaskManager
 
 _INF = math.inf
@@ -136,8 +137,7 @@ async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
                 if manager._grace == _INF:
                     await manager.wait_idle()
                 else:
-                    with trio.move_on_after(manager._grace):
-                        await manager.wait_idle()
+                    await _wait_logged(manager, started + manager._grace, "")
             except trio.Cancelled as exc:  # the outer scope was cancelled meanwhile
                 caught = exc
         if manager._active:
@@ -151,8 +151,41 @@ async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
                             manager._stop(handle)
                     elif handle._scope is not None:
                         handle._scope.deadline = min(handle._scope.deadline, deadline)
-                await manager.wait_idle()
+                if manager._shielded:
+                    await _wait_logged(manager, deadline, "shielded ")
+                await manager.wait_idle()  # the cancelled ones, ending now
     return caught
+
+
+PROGRESS_INTERVAL = 2.0
+"""Seconds between the INFO lines of a close that waits for tasks."""
+
+
+async def _wait_logged(manager: TaskManager, deadline: float, kind: str) -> None:
+    """Wait until no task is active or trio's clock reaches ``deadline``, with an INFO line when
+    the wait begins and every :data:`PROGRESS_INTERVAL` seconds naming what it waits for, so a
+    shutdown is never silent. Cancellation ends the wait."""
+    while manager._active:
+        now = trio.current_time()
+        if now >= deadline:
+            return
+        waiting = (
+            [h for h in manager._active.values() if h._shield]
+            if kind
+            else [*manager._active.values()]
+        )
+        if waiting:
+            logger.info(
+                "task manager %r closing: waiting up to %.1f s for %d %stask(s): %s",
+                manager._name, deadline - now, len(waiting), kind, _names(waiting),
+            )  # fmt: skip
+        with trio.move_on_at(min(deadline, now + PROGRESS_INTERVAL)):
+            await manager.wait_idle()
+
+
+def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:
+    shown = ", ".join(f"{h._name!r} ({h.id})" for h in handles[:most])
+    return shown if len(handles) <= most else f"{shown} and {len(handles) - most} more"
 
 
 def closed(manager: TaskManager) -> None:

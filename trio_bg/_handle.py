@@ -126,6 +126,13 @@ class TaskHandle(Generic[T_co]):
         return self._name
 
     @property
+    def manager(self) -> TaskManager | None:
+        """The manager that runs the task, while it is active (and during the instruments'
+        ``task_finished``); None once it has finished, so a finished handle keeps no manager
+        alive."""
+        return self._manager
+
+    @property
     def shielded(self) -> bool:
         """Whether the task was started with ``shield=True``."""
         return self._shield

@@ -12,6 +12,7 @@ instruments pays one lookup in an empty dict per transition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -131,11 +132,18 @@ def check_instrument(instrument: object) -> None:
         )
 
 
+DEBUG_INSTRUMENTS: list[Instrument] = []
+"""Instruments a manager includes if the ``trio_bg`` logger is enabled for DEBUG when it opens
+(the task log of :mod:`trio_bg._tasklog`, which adds itself here)."""
+
+
 def hooks_for(own: InstrumentSet | None) -> Hooks:
-    """The hook table of a manager: the process-wide instruments first, then its own."""
-    if not GLOBAL and not own:
+    """The hook table of a manager: the process-wide instruments first, then its own, then the
+    task log if DEBUG is on."""
+    debug = DEBUG_INSTRUMENTS if logger.isEnabledFor(logging.DEBUG) else ()
+    if not GLOBAL and not own and not debug:
         return NO_HOOKS
-    instruments = [*GLOBAL, *(i for i in (own or ()) if i not in GLOBAL)]
+    instruments = [*GLOBAL, *(i for i in (own or ()) if i not in GLOBAL), *debug]
     table: dict[str, tuple[Instrument, ...]] = {}
     for name in HOOK_NAMES:
         base: object = getattr(Instrument, name)

@@ -196,7 +196,7 @@ class TaskLifecycle:
             handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
         handle._state = state
         handle._finished = _now()
-        handle._scope = handle._manager = None
+        handle._scope = None
         if state is _SUCCEEDED:
             self._succeeded += 1
         elif state is _FAILED:
@@ -231,6 +231,7 @@ class TaskLifecycle:
             event.set()
         if "task_finished" in self._hooks:
             call_hooks(self._hooks, self, "task_finished", handle)
+        handle._manager = None  # after the hooks, which may still ask for it
         if self._queued:
             self._fill_slots()
         if not self._active and self._idle is not None:

@@ -1,0 +1,56 @@
+"""Task logs: a DEBUG line on the ``trio_bg`` logger when a task is created, starts and ends.
+
+Built in as an instrument that a manager includes when it opens, if the ``trio_bg`` logger is
+enabled for DEBUG then; so a manager pays for the lines only when someone reads them. Each line
+carries ``extra=`` fields for structured logging: ``task_id``, ``task_name``, ``task_manager``,
+``task_state`` and, when the task ends, ``task_duration`` (seconds from its start, or from its
+creation if it never started).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._instruments import DEBUG_INSTRUMENTS, Instrument
+from ._log import logger
+
+if TYPE_CHECKING:
+    from ._handle import TaskHandle
+
+
+def _fields(handle: TaskHandle[Any]) -> dict[str, object]:
+    manager = handle._manager
+    return {
+        "task_id": handle.id,
+        "task_name": handle._name,
+        "task_manager": None if manager is None else manager._name,
+        "task_state": handle._state.value,
+    }
+
+
+class TaskLog(Instrument):
+    """The DEBUG lines of every task (see the module docstring)."""
+
+    __slots__ = ()
+
+    def task_created(self, handle: TaskHandle[Any]) -> None:
+        fields = _fields(handle)
+        logger.debug(
+            "task %r (%s) created in %r", handle._name, fields["task_id"],
+            fields["task_manager"], extra=fields,
+        )  # fmt: skip
+
+    def task_started(self, handle: TaskHandle[Any]) -> None:
+        logger.debug("task %r (%s) started", handle._name, handle.id, extra=_fields(handle))
+
+    def task_finished(self, handle: TaskHandle[Any]) -> None:
+        fields = _fields(handle)
+        began: float = getattr(handle, "_started", handle._created)
+        duration = fields["task_duration"] = handle._finished - began
+        logger.debug(
+            "task %r (%s) %s after %.3f s", handle._name, fields["task_id"],
+            fields["task_state"], duration, extra=fields,
+        )  # fmt: skip
+
+
+DEBUG_INSTRUMENTS.append(TaskLog())
