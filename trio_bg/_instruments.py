@@ -13,7 +13,7 @@ instruments pays one lookup in an empty dict per transition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _registry
@@ -79,7 +79,8 @@ HOOK_NAMES = (
     "task_rejected",
 )
 
-Hooks = Mapping[str, tuple[Instrument, ...]]
+Hooks = Mapping[str, tuple["Callable[..., None]", ...]]
+"""A manager's hook table: hook name -> the bound hooks of the instruments that override it."""
 NO_HOOKS: Hooks = {}
 """The hooks of a manager without instruments (shared, never changed)."""
 
@@ -144,10 +145,12 @@ def hooks_for(own: InstrumentSet | None) -> Hooks:
     if not GLOBAL and not own and not debug:
         return NO_HOOKS
     instruments = [*GLOBAL, *(i for i in (own or ()) if i not in GLOBAL), *debug]
-    table: dict[str, tuple[Instrument, ...]] = {}
+    table: dict[str, tuple[Callable[..., None], ...]] = {}
     for name in HOOK_NAMES:
         base: object = getattr(Instrument, name)
-        overriding = tuple(i for i in instruments if _hook_of(i, name) is not base)
+        # Bound methods, made once per manager: a call is then one call, not a getattr first
+        # (a no-op instrument overriding every hook: ~1,900 instructions per task fewer).
+        overriding = tuple(getattr(i, name) for i in instruments if _hook_of(i, name) is not base)
         if overriding:
             table[name] = overriding
     return table
@@ -171,10 +174,11 @@ def call_hooks(hooks: Hooks, owner: HasInstruments, name: str, *args: Any) -> No
     request managers, so it is gone from those too); every open manager's hook table is rebuilt.
     """
     failed: list[Instrument] = []
-    for instrument in hooks.get(name, ()):
+    for hook in hooks.get(name, ()):
         try:
-            getattr(instrument, name)(*args)
+            hook(*args)
         except Exception:
+            instrument: Instrument = getattr(hook, "__self__")  # noqa: B009 - a bound method's
             logger.exception("instrument %r raised in %s; it has been removed", instrument, name)
             failed.append(instrument)
     if failed:
