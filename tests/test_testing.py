@@ -245,6 +245,17 @@ async def test_run_lifespan_raises_when_the_shutdown_fails() -> None:
             pass
 
 
+async def test_run_lifespan_raises_for_an_app_that_returns_before_its_startup() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return
+
+    with pytest.raises(
+        RuntimeError, match=r"^the app returned from its lifespan call before startup completed$"
+    ):
+        async with run_lifespan(app):
+            pytest.fail("the block ran")
+
+
 async def test_run_lifespan_goes_on_without_lifespan_for_an_app_that_raises_on_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
