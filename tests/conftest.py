@@ -7,6 +7,7 @@ fixtures are found by pytest. The real-Hypercorn harness is ``tests/asgi_server.
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 import pytest
@@ -16,6 +17,11 @@ import trio.testing
 from trio_bg import TaskStatistics
 
 T = TypeVar("T")
+
+# trio_bg.testing's fixtures: an installed trio-bg registers the plugin (entry point pytest11);
+# registering it again here would fail, so only a checkout installed without it does.
+if not entry_points(group="pytest11", name="trio_bg"):
+    pytest_plugins = ["trio_bg.testing"]
 
 
 # -- task functions ---------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.asgi_server import get_request, read_to_eof, respond, running
+from tests.asgi_server import get_request, read_to_eof, respond
 from tests.conftest import assert_adds_up, http_only, trio_bg_records
 from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState, TaskStatistics
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
+from trio_bg.testing import serve_app
 
 SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
@@ -38,7 +39,7 @@ async def test_handler_raising_discards_deferred_tasks_in_one_warning(
         handles["always"] = tasks.after_response.start_soon_named("audit", audit, always=True)
         raise ValueError("handler broke")
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         response = await server.client.get("/orders")
         with trio.fail_after(2):
             assert await handles["always"].get() == "audited"
@@ -85,7 +86,7 @@ async def test_a_final_body_refused_by_cancellation_starts_no_after_response_tas
             cancelled.cancel()  # e.g. a response timeout that expired just before the body
             await send({"type": "http.response.body", "body": b"never sent"})
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         stream = await trio.open_tcp_stream(server.host, server.port)
         async with stream:
             await stream.send_all(get_request("/late", server.host, server.port))
@@ -135,7 +136,7 @@ async def test_failing_tasks_change_no_response_and_kill_nothing(
                 value = await app.start_soon_named("healthy", healthy).get()
             await respond(send, value.encode())
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         first = await server.client.get("/fail")
         second = await server.client.get("/fail")
         after = await server.client.get("/after")
@@ -192,7 +193,7 @@ async def test_per_request_cap_rejects_the_101st_start() -> None:
                 return
         await respond(send, b"never rejected")
 
-    async with running(TaskMiddleware(handler, max_tasks_per_request=100)) as server:
+    async with serve_app(TaskMiddleware(handler, max_tasks_per_request=100)) as server:
         response = await server.client.get("/cap")
         manager: TaskManager = seen["manager"]
         with trio.fail_after(2):

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.asgi_server import HEADER_END, get_request, read_until, respond, running
+from tests.asgi_server import HEADER_END, get_request, read_until, respond
 from tests.conftest import http_only
 from trio_bg import TaskHandle, TaskManager, TaskState
 from trio_bg.asgi import APP_TASKS_KEY, TaskMiddleware, app_tasks, request_tasks
+from trio_bg.testing import serve_app
 
 WRAP_REQUEST = (
     r"request_tasks\(\) found no task manager in this scope: "
@@ -47,7 +48,7 @@ async def test_lookups_without_the_middleware_say_to_wrap_the_app() -> None:
                 errors[name] = exc
         await respond(send, b"served")
 
-    async with running(bare) as server:  # no TaskMiddleware
+    async with serve_app(bare) as server:  # no TaskMiddleware
         response = await server.client.get("/")
 
     assert response.text == "served"
@@ -80,7 +81,7 @@ async def test_websocket_gets_app_tasks_but_no_request_tasks() -> None:
         done.set()
 
     middleware = TaskMiddleware(app)
-    async with running(middleware) as server:
+    async with serve_app(middleware) as server:
         app_manager = middleware.app_manager
         stream = await trio.open_tcp_stream(server.host, server.port)
         async with stream:
@@ -126,7 +127,7 @@ async def test_lifespan_is_forwarded_and_the_app_manager_is_in_the_state() -> No
             await respond(send, (await seen["warm"].get()).encode())
 
     middleware = TaskMiddleware(app)
-    async with running(middleware) as server:
+    async with serve_app(middleware) as server:
         running_manager = middleware.app_manager
         response = await server.client.get("/")
         assert lifecycle == ["startup"]
@@ -155,7 +156,7 @@ async def test_inner_app_without_lifespan_still_serves_with_app_tasks() -> None:
         value = await app_tasks(scope).start_soon_named("reindex", reindex, 21).get()
         await respond(send, str(value).encode())
 
-    async with running(TaskMiddleware(app)) as server:
+    async with serve_app(TaskMiddleware(app)) as server:
         first = await server.client.get("/")
         second = await server.client.get("/")
 
@@ -181,7 +182,7 @@ async def test_shutdown_gives_app_tasks_the_grace_period_then_names_the_cancelle
         await respond(send, b"started")
 
     middleware = TaskMiddleware(app, grace_period=0.5, shield_timeout=1.0)
-    async with running(middleware) as server:
+    async with serve_app(middleware) as server:
         manager = middleware.app_manager
         assert manager is not None
         response = await server.client.get("/")
@@ -230,7 +231,7 @@ async def test_server_shutdown_cancels_request_tasks_after_graceful_timeout_shie
         await respond(send, b"ok")
 
     middleware = TaskMiddleware(app, grace_period=0.1, shield_timeout=0.8)
-    async with running(middleware, graceful_timeout=0.3) as server:
+    async with serve_app(middleware, graceful_timeout=0.3) as server:
         response = await server.client.get("/")
         shutdown_triggered = trio.current_time()
     shutdown_done = trio.current_time()

@@ -10,10 +10,11 @@ import httpx
 import pytest
 import trio
 
-from tests.asgi_server import respond, running
+from tests.asgi_server import respond
 from tests.conftest import assert_adds_up, http_only
 from trio_bg import TaskManager, TaskStatistics, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
+from trio_bg.testing import serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ async def test_200_concurrent_requests_run_all_their_tasks() -> None:
     middleware = TaskMiddleware(handler)
     bodies: dict[int, str] = {}
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    async with running(middleware, limits=limits) as server:
+    async with serve_app(middleware, limits=limits) as server:
         app_manager = middleware.app_manager
         assert app_manager is not None
 

@@ -9,9 +9,9 @@ import trio
 from quart import request
 from quart_trio import QuartTrio
 
-from tests.asgi_server import running
 from trio_bg import TaskHandle, TaskState, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
+from trio_bg.testing import serve_app
 
 
 async def test_quart_trio_handler_uses_request_and_app_tasks(
@@ -48,7 +48,7 @@ async def test_quart_trio_handler_uses_request_and_app_tasks(
 
     # Quart types its __call__ with TypedDict scopes, which trio_bg.asgi.ASGIApp does not accept.
     app = TaskMiddleware(quart)
-    async with running(app) as server:
+    async with serve_app(app) as server:
         response = await server.client.get("/orders")
         with trio.fail_after(2):
             for handle in handles:

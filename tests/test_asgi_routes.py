@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from tests.asgi_server import running
 from tests.conftest import http_only, settle
 from trio_bg import TaskManager, Timing
 from trio_bg.asgi import (
@@ -22,6 +21,7 @@ from trio_bg.asgi import (
     route_task_with_scope,
     with_tasks,
 )
+from trio_bg.testing import serve_app
 
 
 async def test_route_tasks_run_at_their_timing_for_their_route_only() -> None:
@@ -59,7 +59,7 @@ async def test_route_tasks_run_at_their_timing_for_their_route_only() -> None:
         managers.append(request_tasks(scope))
         await routes[scope["path"]](scope, receive, send)
 
-    async with running(TaskMiddleware(router)) as server:
+    async with serve_app(TaskMiddleware(router)) as server:
         for path in ("/orders?n=1", "/health?n=2", "/orders?n=3"):
             response = await server.client.get(path)
             assert response.status_code == 200
@@ -118,7 +118,7 @@ async def test_route_tasks_on_starlette_endpoints() -> None:
         ]
     )
 
-    async with running(TaskMiddleware(starlette)) as server:
+    async with serve_app(TaskMiddleware(starlette)) as server:
         for path in ("/s", "/plain", "/sync", "/s"):
             response = await server.client.get(path)
             assert (response.status_code, response.text) == (200, path[1:])
@@ -156,7 +156,7 @@ async def test_after_response_task_of_a_starlette_streaming_response() -> None:
         return StreamingResponse(chunks(), media_type="text/plain")
 
     app = TaskMiddleware(Starlette(routes=[Route("/stream", stream)]))
-    async with running(app) as server:
+    async with serve_app(app) as server:
         response = await server.client.get("/stream")
         with trio.fail_after(2):
             await managers[-1].wait_idle()

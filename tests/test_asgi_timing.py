@@ -12,10 +12,11 @@ from typing import Any
 import trio
 import trio.testing
 
-from tests.asgi_server import HEADER_END, get_request, read_until, respond, running
+from tests.asgi_server import HEADER_END, get_request, read_until, respond
 from tests.conftest import http_only, settle
 from trio_bg import TaskHandle, TaskState, Timing
 from trio_bg.asgi import TaskMiddleware, request_tasks
+from trio_bg.testing import serve_app
 
 SUCCEEDED = TaskState.SUCCEEDED
 
@@ -59,7 +60,7 @@ async def test_each_timing_starts_at_its_point() -> None:
         await settle()
         mark("handler returns")
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         response = await server.client.get("/orders")
         assert response.status_code == 200
         assert response.text == "done"
@@ -108,7 +109,7 @@ async def test_slow_after_response_task_delays_neither_response_nor_next_request
             handles.append(tasks.after_response.start_soon_named("slow-email", slow_email))
         await respond(send, scope["path"].encode())
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         with trio.fail_after(2):
             first = await server.client.get("/slow")
             second = await server.client.get("/next")
@@ -154,7 +155,7 @@ async def test_client_gone_after_headers_cancels_no_request_task() -> None:
         except Exception as exc:  # the server may refuse a send to a gone client
             final_send_error.append(exc)
 
-    async with running(TaskMiddleware(handler)) as server:
+    async with serve_app(TaskMiddleware(handler)) as server:
         stream = await trio.open_tcp_stream(server.host, server.port)
         async with stream:
             await stream.send_all(get_request("/gone", server.host, server.port))

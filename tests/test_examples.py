@@ -3,8 +3,9 @@
 Each test runs for the three examples (raw ASGI, Starlette, Quart-Trio), which serve the same
 routes over the same shop (``examples/shop.py``) and record their background work in its
 ``outbox``, reset before each test. The server runs in a nursery the test owns, so the graceful
-shutdown (connections, then ``lifespan.shutdown``) runs for real; once ``running()`` has
-returned, every request task and app task is done.
+shutdown (connections, then ``lifespan.shutdown``) runs for real; once ``serve_app()`` has
+returned, every request task and app task is done, and ``server.wait_idle()`` waits for them
+inside the block, without polling.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import trio
 
 from examples import shop
-from tests.asgi_server import running
 from trio_bg.__main__ import load_app
 from trio_bg.asgi import TaskMiddleware
+from trio_bg.testing import ServedApp, serve_app
 
 EXAMPLES = ("raw_asgi", "starlette_app", "quart_trio_app")
 
@@ -38,14 +38,11 @@ def examples() -> pytest.MarkDecorator:
     return pytest.mark.parametrize("example", EXAMPLES, indirect=True)
 
 
-async def sent(outbox: Any, kind: str, count: int = 1) -> list[Any]:
-    """The outbox records of ``kind`` once there are ``count`` of them (polled, 2 s at most)."""
-    for _ in range(200):
-        records: list[Any] = outbox.of(kind)
-        if len(records) >= count:
-            return records
-        await trio.sleep(0.01)
-    raise AssertionError(f"fewer than {count} {kind!r} records after 2 s: {outbox.sent}")
+async def sent(server: ServedApp, kind: str) -> list[Any]:
+    """The outbox records of ``kind`` once every request's and the app's tasks are done."""
+    await server.wait_idle()
+    records: list[Any] = shop.outbox.of(kind)
+    return records
 
 
 def texts(outbox: Any, kind: str) -> list[str]:
@@ -74,7 +71,7 @@ def test_the_serve_command_in_the_docstring_loads_the_app(example: ModuleType) -
 @examples()
 async def test_order_confirmation_is_sent_after_the_response(example: ModuleType) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         response = await server.client.post(
             "/orders", json={"email": "ada@example.com", "product_id": 1}
         )
@@ -82,17 +79,17 @@ async def test_order_confirmation_is_sent_after_the_response(example: ModuleType
         assert response.status_code == 201
         order_id = response.json()["order_id"]
         assert outbox.of("email") == []  # the answer did not wait for the mail server
-        [email] = await sent(outbox, "email")
+        [email] = await sent(server, "email")
         assert email.text == f"order {order_id} confirmed to ada@example.com"
         assert email.at > answered
-        [audit] = await sent(outbox, "audit")  # declared on the route
+        [audit] = await sent(server, "audit")  # declared on the route
         assert audit.text == "orders"
 
 
 @examples()
 async def test_an_invalid_order_is_refused_and_confirms_nothing(example: ModuleType) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         response = await server.client.post("/orders", json={"product_id": 1})
         assert response.status_code == 422
         assert response.json() == {"error": "'email' must be a non-empty string"}
@@ -102,7 +99,7 @@ async def test_an_invalid_order_is_refused_and_confirms_nothing(example: ModuleT
         response = await server.client.post("/orders", content=b"not json")
         assert response.status_code == 422
         # The route's audit was started before the body was read; a 422 is a full response.
-        await sent(outbox, "audit", 3)
+        await server.wait_idle()
     assert texts(outbox, "audit") == ["orders", "orders", "orders"]
     assert outbox.of("email") == []
 
@@ -112,7 +109,7 @@ async def test_an_order_that_fails_to_save_sends_no_email(
     example: ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         # The email is scheduled, then saving raises KeyError for the unknown product.
         response = await server.client.post(
             "/orders", json={"email": "ada@example.com", "product_id": 99}
@@ -139,7 +136,7 @@ async def test_an_order_that_fails_to_save_sends_no_email(
 @examples()
 async def test_registration_creates_the_profile_now_and_mails_after(example: ModuleType) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         response = await server.client.post(
             "/register", json={"email": "grace@example.com", "name": "Grace"}
         )
@@ -148,9 +145,9 @@ async def test_registration_creates_the_profile_now_and_mails_after(example: Mod
         user_id = response.json()["user_id"]
         assert outbox.of("email") == []
         assert outbox.of("admin") == []
-        [profile] = await sent(outbox, "profile")
-        [welcome] = await sent(outbox, "email")
-        [notice] = await sent(outbox, "admin")  # add_task(..., channel=...): after the response
+        [profile] = await sent(server, "profile")
+        [welcome] = await sent(server, "email")
+        [notice] = await sent(server, "admin")  # add_task(..., channel=...): after the response
     assert profile.text == f"user {user_id}: Grace"
     assert welcome.text == "welcome grace@example.com"
     assert notice.text == f"new user {user_id} on #signups"
@@ -163,13 +160,13 @@ async def test_registration_creates_the_profile_now_and_mails_after(example: Mod
 async def test_a_webhook_is_answered_at_once_and_processed_after(example: ModuleType) -> None:
     outbox = shop.outbox
     event = {"id": "evt_1", "type": "payment.succeeded"}
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         response = await server.client.post("/webhooks/payment", json=event)
         answered = time.monotonic()
         assert response.status_code == 200
         assert response.json() == {"received": "evt_1"}
         assert outbox.of("webhook") == []
-        [processed] = await sent(outbox, "webhook")
+        [processed] = await sent(server, "webhook")
         assert processed.text == "evt_1 payment.succeeded"
         assert processed.at > answered
         response = await server.client.post("/webhooks/payment", json={"id": "evt_2"})
@@ -182,7 +179,7 @@ async def test_a_shutdown_does_not_cut_a_payment_in_half(example: ModuleType) ->
     outbox = shop.outbox
     # Hypercorn cancels open requests 10 ms into the shutdown: the shielded webhook task runs
     # on (up to the middleware's shield_timeout), the unshielded order email is cancelled.
-    async with running(example.app, graceful_timeout=0.01) as server:
+    async with serve_app(example.app, graceful_timeout=0.01) as server:
         event = {"id": "evt_9", "type": "payment.succeeded"}
         assert (await server.client.post("/webhooks/payment", json=event)).status_code == 200
         order = {"email": "ada@example.com", "product_id": 1}
@@ -195,7 +192,7 @@ async def test_a_shutdown_does_not_cut_a_payment_in_half(example: ModuleType) ->
 @examples()
 async def test_a_product_update_invalidates_the_cache_at_after_route(example: ModuleType) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         first = await server.client.get("/products/2")
         assert first.status_code == 200
         assert first.headers["x-cache"] == "miss"
@@ -205,7 +202,7 @@ async def test_a_product_update_invalidates_the_cache_at_after_route(example: Mo
         updated = await server.client.put("/products/2", json={"price": price + 5})
         assert updated.status_code == 200
         assert updated.json() == {"id": 2, "name": "Kettle", "price": price + 5}
-        [invalidated] = await sent(outbox, "cache")
+        [invalidated] = await sent(server, "cache")
         assert invalidated.text == "product 2 invalidated"
         fresh = await server.client.get("/products/2")
         assert fresh.headers["x-cache"] == "miss"
@@ -222,12 +219,12 @@ async def test_thumbnails_are_made_in_a_group_and_collected_in_order(
     example: ModuleType,
 ) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         response = await server.client.post("/photos", content=b"\x89PNG not really")
         assert response.status_code == 202
         photo_id, task_id = response.json()["photo_id"], response.json()["task"]
         assert isinstance(task_id, str)
-        [collected] = await sent(outbox, "thumbnails")
+        [collected] = await sent(server, "thumbnails")
         assert (await server.client.post("/photos", content=b"")).status_code == 422
     # The resizes finish out of order; wait_all() answers in start order.
     assert texts(outbox, "thumbnail") == [
@@ -242,7 +239,7 @@ async def test_thumbnails_are_made_in_a_group_and_collected_in_order(
 @examples()
 async def test_the_route_declared_audit_runs_for_its_route_only(example: ModuleType) -> None:
     outbox = shop.outbox
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         await server.client.post("/register", json={"email": "a@example.com", "name": "A"})
         await server.client.post("/webhooks/payment", json={"id": "evt_3", "type": "refund"})
         await server.client.get("/products/1")
@@ -250,7 +247,7 @@ async def test_the_route_declared_audit_runs_for_its_route_only(example: ModuleT
         await server.client.post("/photos", content=b"img")
         assert outbox.of("audit") == []
         await server.client.post("/orders", json={"email": "b@example.com", "product_id": 2})
-        await sent(outbox, "audit")
+        await server.wait_idle()
     assert texts(outbox, "audit") == ["orders"]
 
 
@@ -261,7 +258,7 @@ async def test_the_shutdown_drains_app_tasks_before_the_app_shuts_down(
     outbox = shop.outbox
     middleware = task_middleware(example.app)
     assert middleware.app_manager is None
-    async with running(example.app) as server:
+    async with serve_app(example.app) as server:
         manager = middleware.app_manager
         assert manager is not None
         assert not manager.closed

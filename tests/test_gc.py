@@ -17,9 +17,10 @@ import trio
 import trio.lowlevel
 
 import trio_bg
-from tests.asgi_server import respond, running
+from tests.asgi_server import respond
 from trio_bg.asgi import TaskMiddleware, request_tasks
 from trio_bg.asgi._types import Receive, Scope, Send
+from trio_bg.testing import serve_app
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ async def _app(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_requests_leave_no_cycles(saved_garbage: list[object]) -> None:
     logging.getLogger("trio_bg").disabled = True
     try:
-        async with running(TaskMiddleware(_app)) as server:
+        async with serve_app(TaskMiddleware(_app)) as server:
             for _ in range(30):
                 assert (await server.client.get("/")).status_code == 200
                 assert (await server.client.get("/raise")).status_code == 500
