@@ -10,6 +10,7 @@ from typing import Any
 import prometheus_client
 import pytest
 import trio
+import trio.testing
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -520,3 +521,43 @@ async def test_an_open_event_stream_holds_a_shutdown_no_longer_than_graceful_tim
         # stream at its graceful timeout, and the stream let itself be cancelled.
         assert not returned.is_set()
         await stream.aclose()
+
+
+async def test_the_shutdown_view_names_what_the_grace_period_will_cancel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_bg.dashboard._recorder import RECORDER
+    from trio_bg.dashboard._schema import Snapshot
+
+    def shutdown_view() -> dict[str, Any]:
+        (view,) = [
+            s for s in Snapshot(RECORDER, show_args=False).process()["shutdown"]
+            if s["manager"] == "closing"
+        ]  # fmt: skip
+        return view
+
+    async def owner(*, task_status: trio.TaskStatus[tuple[Any, Any]]) -> None:
+        async with trio_bg.open_task_manager("closing", grace_period=5, shield_timeout=20) as tm:
+            plain = tm.start_soon_named("plain", trio.sleep_forever)
+            shielded = tm.start_soon_named("shielded", trio.sleep_forever, shield=True)
+            task_status.started((plain, shielded))
+        # The body has ended at once: the close begins at t = 0.
+
+    async with trio.open_nursery() as nursery:
+        plain, shielded = await nursery.start(owner)
+        await trio.sleep(2)
+        assert shutdown_view() == {
+            "manager": "closing",
+            "grace_left": 3.0,
+            "will_cancel": [{"id": plain.id, "name": "plain", "in": 3.0}],
+            "shielded": [{"id": shielded.id, "name": "shielded", "cap_in": 18.0}],
+        }
+        await trio.sleep(4)  # the grace period is over: "plain" was cancelled
+        assert shutdown_view() == {
+            "manager": "closing",
+            "grace_left": 0.0,
+            "will_cancel": [],
+            "shielded": [{"id": shielded.id, "name": "shielded", "cap_in": 14.0}],
+        }
+        shielded.cancel()
+    assert plain.state == trio_bg.TaskState.CANCELLED

@@ -138,6 +138,10 @@ class Snapshot:
         """
         if not manager._closed:
             return None
+        if manager._grace == math.inf and not math.isfinite(manager._shield_deadline):
+            # A request whose handler has returned waits for its tasks without limit: nothing
+            # is going to cancel them until the server cancels the request.
+            return None
         began = manager._close_started
         if math.isfinite(manager._shield_deadline):  # the grace period is over
             grace, cap = self.trio_now, manager._shield_deadline

@@ -4,7 +4,7 @@ Nothing is recorded on the task path for this. A manager's nursery holds one tri
 RUNNING handle, whose coroutine is ``trio_bg._runner.run_task(manager, handle)``: the handle is
 read from that coroutine's frame locals, and the chain of ``cr_await`` (``gi_yieldfrom`` for
 generator-based awaitables, ``ag_await`` for async generators) leads from it to the frame that is
-suspended now. The answer is the innermost frame outside trio and trio_bg's runner: the line of
+suspended now. The answer is the innermost frame outside trio and trio_bg's core: the line of
 the user's code that awaits (``trio.sleep``, a socket read, a lock). The dashboard pays for it
 when it asks, never the task.
 """
@@ -28,7 +28,7 @@ _RUN_TASK = _runner.run_task.__code__
 _SKIPPED_DIRS = tuple(
     os.path.dirname(module.__file__) + os.sep for module in (trio, outcome) if module.__file__
 )
-_SKIPPED_FILES = frozenset({_runner.__file__})
+_CORE_DIR = os.path.dirname(_runner.__file__)  # trio_bg's own modules, not its subpackages
 MAX_FRAMES = 30
 """The longest ``await`` chain followed."""
 
@@ -82,9 +82,10 @@ def await_chain(coro: Any) -> list[Frame]:
 
 
 def waiting_at(frames: list[Frame]) -> Frame | None:
-    """The innermost frame outside trio, outcome and trio_bg's runner (the innermost of all if
-    every frame is theirs, e.g. a sync function waiting in a worker thread)."""
+    """The innermost frame outside trio, outcome and trio_bg's core modules (the runner, a
+    group's wait); the innermost of all if every frame is theirs (a sync function waiting in a
+    worker thread)."""
     for frame in reversed(frames):
-        if frame.file not in _SKIPPED_FILES and not frame.file.startswith(_SKIPPED_DIRS):
+        if os.path.dirname(frame.file) != _CORE_DIR and not frame.file.startswith(_SKIPPED_DIRS):
             return frame
     return frames[-1] if frames else None

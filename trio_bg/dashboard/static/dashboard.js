@@ -8,6 +8,7 @@
   const token = new URLSearchParams(window.location.search).get("token") || "";
   const authHeaders = token ? { Authorization: "Bearer " + token } : {};
   const $ = (id) => document.getElementById(id);
+  const closedRecent = new Set();  // managers whose "recently finished" the user closed
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -113,7 +114,7 @@
     if (t.where) {
       const file = t.where.file.split("/").slice(-2).join("/");
       detail.append(el("div", { class: "where", title: t.stack.join("\n"),
-        text: "⏳ " + t.where.function + " (" + file + ":" + t.where.line + ")" }));
+        text: "at " + t.where.function + " (" + file + ":" + t.where.line + ")" }));
     }
     if (t.error) detail.append(el("div", { class: "error", text: t.error.type + ": " + t.error.message }));
     if (t.retries.length) {
@@ -186,8 +187,15 @@
       head, taskTable(m.active, showArgs, true));
     if (m.active_more) card.append(el("p", { class: "muted", text: "and " + m.active_more + " more" }));
     if (m.recent.length) {
-      card.append(el("details", {}, el("summary", { class: "muted", text: "recently finished (" + m.recent.length + ")" }),
-        taskTable(m.recent, showArgs, false)));
+      // Open for named managers unless the user closed it; kept across re-renders.
+      const open = m.kind !== "request" && !closedRecent.has(m.name);
+      const details = el("details", { open: open },
+        el("summary", { class: "muted", text: "recently finished (" + m.recent.length + ")" }),
+        taskTable(m.recent, showArgs, false));
+      details.addEventListener("toggle", () => {
+        if (details.open) closedRecent.delete(m.name); else closedRecent.add(m.name);
+      });
+      card.append(details);
     }
     return card;
   }
