@@ -11,6 +11,7 @@ when it asks, never the task.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from types import FrameType
@@ -81,11 +82,16 @@ def await_chain(coro: Any) -> list[Frame]:
     return frames
 
 
+@functools.lru_cache(maxsize=1024)
+def _skipped(file: str) -> bool:
+    return os.path.dirname(file) == _CORE_DIR or file.startswith(_SKIPPED_DIRS)
+
+
 def waiting_at(frames: list[Frame]) -> Frame | None:
     """The innermost frame outside trio, outcome and trio_bg's core modules (the runner, a
     group's wait); the innermost of all if every frame is theirs (a sync function waiting in a
     worker thread)."""
     for frame in reversed(frames):
-        if os.path.dirname(frame.file) != _CORE_DIR and not frame.file.startswith(_SKIPPED_DIRS):
+        if not _skipped(frame.file):
             return frame
     return frames[-1] if frames else None
