@@ -1,7 +1,14 @@
 """The demo app: orders, photo thumbnails, reports and a failing task, as raw ASGI.
 
 Served by ``python -m trio_bg demo``. It shows every timing point, a group, an awaitable handle,
-retries and the error handler; ``GET /`` lists the app's tasks and refreshes itself.
+retries and the error handler. ``GET /`` has a button per kind of work and lists the app's tasks;
+the live dashboard is mounted at ``/dashboard/``, for local clients only.
+
+``GET /tasks/<id>`` describes any task :func:`trio_bg.find_task` finds (404 if none): its state,
+timestamps (``created_at``, ``started_at``, ``finished_at``), attempts, and either ``result``
+(SUCCEEDED) or ``error`` (FAILED: its type and message). The answer is 200 whatever the task's own
+outcome, since the request for its description succeeded: a client reads ``state``. A browser
+(``Accept: text/html``) gets the same JSON in a page with a way back.
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ import json
 import logging
 from typing import Any
 
+import outcome
 import trio
 
 from .._handle import TaskHandle
 from .._manager import TaskManager
+from .._registry import find_task
 from .._retry import Retry
+from ..dashboard import Dashboard
 from ._lookup import app_tasks, request_tasks
 from ._middleware import TaskMiddleware
 from ._types import Message, Receive, Scope, Send
@@ -25,6 +35,11 @@ logger = logging.getLogger("trio_bg.demo")
 _order_ids = itertools.count(1)
 _photo_ids = itertools.count(1)
 failures: list[str] = []
+orders_placed: list[int] = []
+"""The ids of the orders placed so far (the report counts them; it takes no id)."""
+
+dashboard = Dashboard(local_only=True)
+"""The live dashboard, mounted at ``/dashboard/``; loopback clients only."""
 
 
 # -- the background work -------------------------------------------------------------------
@@ -62,7 +77,7 @@ async def make_thumbnails(manager: TaskManager, photo_id: int) -> list[str]:
 
 async def build_report(month: str) -> dict[str, Any]:
     await trio.sleep(3)
-    return {"month": month, "orders": next(_order_ids) - 1, "revenue": 1234.5}
+    return {"month": month, "orders": len(orders_placed), "revenue": 1234.5}
 
 
 async def call_flaky_partner() -> None:
@@ -77,32 +92,60 @@ def record_failure(handle: TaskHandle[Any], exc: BaseException) -> None:
 # -- the routes ------------------------------------------------------------------------------
 
 
-async def _json(send: Send, status: int, payload: object) -> None:
-    body = json.dumps(payload, indent=2).encode()
+_JSON_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>trio_bg demo</title>
+<style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style>
+</head><body><p><a href="/">&larr; back to the demo</a> &middot;
+<a href="/dashboard/">live dashboard</a></p><pre>{body}</pre></body></html>"""
+
+
+def _wants_html(scope: Scope) -> bool:
+    return b"text/html" in dict(scope.get("headers", ())).get(b"accept", b"")
+
+
+async def _json(send: Send, status: int, payload: object, *, scope: Scope | None = None) -> None:
+    """Send ``payload`` as JSON; to a browser (``scope`` given), inside a page with a way back."""
+    text = json.dumps(payload, indent=2)
+    if scope is not None and _wants_html(scope):
+        body = _JSON_PAGE.format(body=html.escape(text)).encode()
+        content_type = b"text/html; charset=utf-8"
+    else:
+        body, content_type = text.encode(), b"application/json"
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json")],
+            "headers": [(b"content-type", content_type)],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else str(moment.isoformat())
+
+
 def _describe(handle: TaskHandle[Any]) -> dict[str, Any]:
-    started = handle.started_at
-    return {
+    detail: dict[str, Any] = {
         "id": handle.id,
         "name": handle.name,
         "state": handle.state.value,
-        "started_at": None if started is None else started.isoformat(),
+        "created_at": _iso(handle.created_at),
+        "started_at": _iso(handle.started_at),
+        "finished_at": _iso(handle.finished_at),
         "attempts": handle.attempts,
         "group": handle.group,
     }
+    result = handle.outcome
+    if isinstance(result, outcome.Value):
+        detail["result"] = repr(result.value)
+    elif isinstance(result, outcome.Error):
+        detail["error"] = {"type": type(result.error).__name__, "message": str(result.error)}
+    return detail
 
 
 async def orders(scope: Scope, receive: Receive, send: Send) -> None:
     order_id = next(_order_ids)
+    orders_placed.append(order_id)
     tasks = request_tasks(scope)
     tasks.start_soon_named("reserve-stock", reserve_stock, order_id)
     tasks.after_route.start_soon_named("invalidate-cache", invalidate_cache, f"orders:{order_id}")
@@ -138,18 +181,15 @@ async def fail(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def task_detail(scope: Scope, receive: Receive, send: Send, task_id: str) -> None:
-    handle = app_tasks(scope).get(task_id)
+    handle = find_task(task_id)  # app tasks and request tasks (the order e-mails) alike
     if handle is None:
-        await _json(send, 404, {"error": f"no task {task_id}"})
+        await _json(send, 404, {"error": f"no task {task_id}"}, scope=scope)
         return
     if b"wait=1" in scope.get("query_string", b""):
         with trio.move_on_after(10):
             await handle.wait()
-    detail = _describe(handle)
-    result = handle.outcome
-    if result is not None:
-        detail["result"] = repr(getattr(result, "value", None) or getattr(result, "error", None))
-    await _json(send, 200, detail)
+    # 200 whatever the task's outcome: the description was found; "state" says how it ended.
+    await _json(send, 200, _describe(handle), scope=scope)
 
 
 async def task_list(scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,23 +204,29 @@ async def task_list(scope: Scope, receive: Receive, send: Send) -> None:
             "recent": [_describe(h) for h in reversed(manager.recent)],
             "failures": failures[-20:],
         },
+        scope=scope,
     )
 
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>trio_bg demo</title>
-<meta http-equiv="refresh" content="2"><style>body{{font-family:sans-serif;margin:2em}}
+<style>body{{font-family:sans-serif;margin:2em}}
 td,th{{padding:2px 10px;text-align:left}}form{{display:inline}}</style></head><body>
 <h1>trio_bg demo</h1>
-<p>{forms}</p><p>{stats}</p>
+<p>{forms}</p>
+<p><strong><a href="/dashboard/">Open the live dashboard</a></strong>: every task of the app and
+of its requests, live, with where each one is waiting (local clients only).</p>
+<p>{stats}</p>
 <h2>Active app tasks</h2><table><tr><th>id</th><th>name</th><th>state</th></tr>{active}</table>
 <h2>Recently finished</h2><table><tr><th>id</th><th>name</th><th>state</th></tr>{recent}</table>
-<p>JSON: <a href="/tasks">/tasks</a>. Request tasks (order e-mails) show in the server log.</p>
+<p>This page shows the app's tasks when it is loaded; reload it, or watch the dashboard.
+JSON: <a href="/tasks">/tasks</a>, <code>/tasks/&lt;id&gt;</code>.</p>
 </body></html>"""
 
 
 def _rows(handles: list[TaskHandle[Any]]) -> str:
     return "".join(
-        f"<tr><td>{html.escape(h.id)}</td><td>{html.escape(h.name)}</td>"
+        f'<tr><td><a href="/tasks/{html.escape(h.id)}">{html.escape(h.id)}</a></td>'
+        f"<td>{html.escape(h.name)}</td>"
         f"<td>{html.escape(h.state.value)}</td></tr>"
         for h in handles
     )
@@ -218,7 +264,10 @@ async def router(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         raise RuntimeError(f"the demo router serves http only, not {scope['type']!r}")
     method, path = scope["method"], scope["path"]
-    if method == "GET" and path == "/":
+    if path == "/dashboard" or path.startswith("/dashboard/"):
+        scope["root_path"] = scope.get("root_path", "") + "/dashboard"
+        await dashboard(scope, receive, send)
+    elif method == "GET" and path == "/":
         await index(scope, receive, send)
     elif method == "GET" and path == "/tasks":
         await task_list(scope, receive, send)
@@ -235,7 +284,7 @@ async def router(scope: Scope, receive: Receive, send: Send) -> None:
         else:
             await _POSTS[path](scope, receive, send)
     else:
-        await _json(send, 404, {"error": f"no route {method} {path}"})
+        await _json(send, 404, {"error": f"no route {method} {path}"}, scope=scope)
 
 
 def _discard_body(send: Send) -> Send:

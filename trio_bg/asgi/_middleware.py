@@ -137,7 +137,7 @@ class TaskMiddleware:
                 await self._app(scope, receive, send)
             return
         manager = RequestTaskManager._open(
-            name=f"{scope.get('method', 'HTTP')} {scope.get('path', '')}",
+            scope=scope,
             max_tasks=self._max_per_request,
             shield_timeout=self._shield_timeout,
             on_error=self._on_error,
@@ -153,6 +153,8 @@ class TaskMiddleware:
                 await self._app(scope, receive, response.send)
             except Exception as exc:
                 failure = exc
+            finally:
+                manager._name_from_route(last=True)  # and let go of the scope
             discarded = manager._drop_held()
             if discarded:
                 names = ", ".join(f"{h.name!r} ({h.id})" for h in discarded)
@@ -238,7 +240,10 @@ class _ResponseWatch:
                 self._manager._fire(_AFTER_RESPONSE)
         elif kind == "http.response.start":
             self.started = True
-            self._manager._fire(_AFTER_ROUTE)
+            manager = self._manager
+            manager._status = message.get("status")
+            manager._name_from_route()
+            manager._fire(_AFTER_ROUTE)
             await self._send(message)
         else:
             await self._send(message)
@@ -246,6 +251,7 @@ class _ResponseWatch:
     async def send_error(self) -> None:
         """Send a plain 500 for a handler that raised before starting its response."""
         self.started = True
+        self._manager._status = 500
         try:
             await self._send(_ERROR_START)
             await self._send({"type": "http.response.body", "body": _ERROR_BODY})

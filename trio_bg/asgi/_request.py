@@ -5,11 +5,19 @@ The timing points are an ASGI idea, so they live here: a task started at ``after
 not running) and released by :meth:`RequestTaskManager._fire` when the middleware sees the
 point pass in the ``send`` stream. What was never released is settled by the core's
 ``_drop_held``: ``always=True`` tasks run anyway, the others end CANCELLED.
+
+A request's manager is named after the request's method and route template (``"POST
+/pay/{order_id}"``), never its raw path, which would put unbounded names (ids, tokens) into logs,
+reports and metrics labels. The route is known only once the framework has routed the request
+(Starlette sets ``scope["route"]`` on the same scope dict), so the name is resolved lazily: at the
+first task start, at the response start and at the end of the handler. Until then, and for a
+framework that exposes no route, the name is the method alone (``"GET"``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any, final
 
@@ -19,6 +27,7 @@ from .._manager import TaskManager
 from .._options import TaskOptions
 from .._starter import TaskStarter
 from .._state import Timing
+from ._types import Scope
 
 _IMMEDIATE = Timing.IMMEDIATE
 _AFTER_ROUTE = Timing.AFTER_ROUTE
@@ -34,23 +43,34 @@ class RequestTaskManager(TaskManager):
     ``add_task`` starts its task after the response, like Starlette's ``BackgroundTasks``.
     """
 
-    __slots__ = ("_fired",)
+    __slots__ = ("_fired", "_method", "_opened", "_request_scope", "_route", "_status")
     _fired: int  # a bit per timing point that has come (_BITS)
+    _method: str
+    _route: str | None  # the route template, once the framework has routed the request
+    _status: int | None  # the response status, once the response has started
+    _opened: float  # time.time() when the request's call began
+    # The request's scope, read for its route until the handler has ended; then None, so that
+    # scope -> manager (REQUEST_TASKS_KEY) and manager -> scope make no cycle past the request.
+    _request_scope: Scope | None
 
     @classmethod
     def _open(
         cls,
         *,
-        name: str,
+        scope: Scope,
         max_tasks: int | None,
         shield_timeout: float,
         on_error: ErrorHandler | None,
         instruments: InstrumentSet | None,
     ) -> RequestTaskManager:
         """A request's manager: it waits for its tasks without limit (the server's
-        cancellation starts its shutdown) and keeps no ``recent`` of its own."""
+        cancellation starts its shutdown) and keeps no ``recent`` of its own. It is named after
+        the request's method until its route is known (:meth:`_name_from_route`)."""
+        method = scope.get("method")
+        if type(method) is not str:
+            method = "HTTP"
         self = cls._create(
-            name=name,
+            name=method,
             max_tasks=max_tasks,
             grace_period=math.inf,
             shield_timeout=shield_timeout,
@@ -59,7 +79,25 @@ class RequestTaskManager(TaskManager):
             instruments=instruments,
         )
         self._fired = 0
+        self._method = method
+        self._route = self._status = None
+        self._opened = time.time()
+        self._request_scope = scope
         return self
+
+    def _name_from_route(self, *, last: bool = False) -> None:
+        """Name the manager ``"<method> <route template>"`` if the framework has routed the
+        request (Starlette's ``scope["route"].path``); with ``last``, the handler has ended:
+        let go of the scope."""
+        scope = self._request_scope
+        if scope is None:
+            return
+        path = getattr(scope.get("route"), "path", None)
+        if type(path) is str and path:
+            self._route = path
+            self._name = f"{self._method} {path}"
+        if last:
+            self._request_scope = None
 
     @property
     def after_route(self) -> DeferredStarter:
@@ -96,6 +134,8 @@ class RequestTaskManager(TaskManager):
         shield: bool,
         options: TaskOptions | None,
     ) -> TaskHandle[Any]:
+        if self._route is None:  # the first start (or no route yet): name the manager now
+            self._name_from_route()
         held = timing is not _IMMEDIATE and not self._fired & _BITS[timing]
         return self._spawn(method, name, fn, args, shield, options, timing=timing, held=held)
 
