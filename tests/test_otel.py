@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
 import trio_bg
@@ -443,6 +444,19 @@ async def test_without_an_sdk_the_spans_are_no_ops_and_tasks_are_unaffected(
     assert bad.state is TaskState.FAILED
     assert repr(instrument) == "<OpenTelemetryInstrument spans_in_flight=0>"
     assert not [r for r in caplog.records if "instrument" in r.getMessage()]
+
+
+async def test_a_task_whose_span_is_not_sampled_is_not_tracked() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument = OpenTelemetryInstrument(tracer_provider=provider)
+    async with trio_bg.open_task_manager(instruments=[instrument]) as tm:
+        handle = tm.start_soon_named("quiet", sleep_then_raise, 0, ValueError("unseen"))
+        assert handle.state is TaskState.RUNNING
+        assert repr(instrument) == "<OpenTelemetryInstrument spans_in_flight=0>"
+    assert handle.state is TaskState.FAILED
+    assert exporter.get_finished_spans() == ()
 
 
 # -- under a real server -----------------------------------------------------------------------

@@ -85,8 +85,9 @@ class OpenTelemetryInstrument(Instrument):
             may be configured after the instrument was created.
 
     The hooks neither block nor checkpoint, so cancellation never reaches them; a task's
-    cancellation shows on its span as the state ``cancelled``. The spans of tasks in flight are
-    kept in a dict keyed by task, and each entry leaves it when its task finishes. An instrument
+    cancellation shows on its span as the state ``cancelled``. The recording spans of tasks in
+    flight are kept in a dict keyed by task, and each entry leaves it when its task finishes (a
+    no-op or unsampled span is not kept). An instrument
     installed while a task is already active makes no span for that task; one removed while
     tasks are active leaves their spans unended (never exported), dropped with the instrument.
     """
@@ -124,7 +125,10 @@ class OpenTelemetryInstrument(Instrument):
             attributes=attributes,
             start_time=_ns(handle._created),
         )
-        self._spans[handle._n] = _TaskSpan(span)
+        if span.is_recording():
+            # A no-op span (no SDK) or one the sampler dropped needs no end: keep none, and the
+            # task's other hooks cost one dict lookup.
+            self._spans[handle._n] = _TaskSpan(span)
 
     def task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
         task = self._spans.get(handle._n)
