@@ -146,6 +146,50 @@ starlette_tiny = Starlette(routes=[Route("/", _starlette_endpoint)])
 """(c) Starlette on trio (through anyio), one tiny BackgroundTask per request."""
 
 
+def _seen_app() -> ASGIApp:
+    """(h) Like (b), with everything for seeing it: the dashboard mounted at ``/dashboard``
+    (local-only, its recorder instrument installed), and a Prometheus and an OpenTelemetry
+    instrument on TaskMiddleware. The OpenTelemetry SDK is configured with a batch processor
+    whose exporter drops the spans: every span is made, ended and handed on, as in production,
+    without a collector to send it to."""
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from trio_bg.dashboard import Dashboard
+    from trio_bg.metrics import PrometheusInstrument
+    from trio_bg.otel import OpenTelemetryInstrument
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    dashboard = Dashboard(local_only=True)
+    tasks = TaskMiddleware(
+        _raw_with_tiny,
+        instruments=[PrometheusInstrument(), OpenTelemetryInstrument(tracer_provider=provider)],
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/dashboard"):
+            await dashboard(scope, receive, send)
+        else:
+            await tasks(scope, receive, send)
+
+    return app
+
+
+raw_tiny_seen = _seen_app()
+"""(h) (b) with the dashboard mounted and Prometheus + OpenTelemetry instruments installed."""
+
+
 CASES: dict[str, tuple[str, str]] = {
     "a": ("benchmarks.apps:raw", "raw ASGI, no tasks"),
     "b": ("benchmarks.apps:raw_tiny", "raw ASGI + TaskMiddleware, 1 tiny after_response task"),
@@ -154,5 +198,6 @@ CASES: dict[str, tuple[str, str]] = {
     "e": ("benchmarks.apps:raw_sleep_inline", "raw ASGI, 2 s sleep after the body (no trio_bg)"),
     "f": ("benchmarks.apps:raw_nursery_tiny", "raw ASGI, nursery per request + 1 tiny task"),
     "g": ("benchmarks.apps:raw_nursery_scoped_tiny", "as (f), the task in its own CancelScope"),
+    "h": ("benchmarks.apps:raw_tiny_seen", "as (b), + dashboard, Prometheus and OTel instruments"),
 }
 """Case letter -> (``module:attribute`` of the app, description)."""

@@ -323,7 +323,7 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
                 f"run {r + 1}/{config.runs} ({case}): {run.wrk.rps:.0f} req/s, "
                 f"p99 {run.wrk.p99_ms:.1f} ms, {run.cpu_us_per_request:.0f} us/req"
             )
-    a, b, c, d, e, f, g = (per_case[k] for k in "abcdefg")
+    a, b, c, d, e, f, g, h = (per_case[k] for k in "abcdefgh")
     checks = [
         Check("P4", "P4 server CPU/req: (b) trio_bg tiny / (a) raw", ratio(b["cpu"], a["cpu"]),
               target=1.10),
@@ -342,6 +342,11 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
               ratio(g["cpu"], a["cpu"]),
               note="what a nursery per request and one separately cancellable task cost; "
               "trio_bg cannot go below it"),
+        Check("P4h", "server CPU/req: (h) (b) + dashboard, Prometheus, OTel / (b)",
+              ratio(h["cpu"], b["cpu"]),
+              note="what seeing the tasks costs per request; the difference in us is printed too"),
+        Check("P4hus", "server CPU/req added by dashboard + Prometheus + OTel (us)",
+              h["cpu"].median - b["cpu"].median, unit="us"),
         Check("P5", "P5 p99: (d) 2 s tasks / (a) raw", ratio(d["p99"], a["p99"]), target=1.5),
         Check("P5e", "p99: (e) raw 2 s sleep, no trio_bg / (a) raw", ratio(e["p99"], a["p99"]),
               note="the same work without trio_bg, for reference"),
