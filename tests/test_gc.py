@@ -25,7 +25,12 @@ from trio_bg.testing import serve_app
 
 @pytest.fixture
 def saved_garbage() -> Iterator[list[object]]:
-    """Collect first, then keep every object the collector finds until the test looks."""
+    """Collect first, then keep every object the collector finds until the test looks.
+
+    The process-wide history of finished tasks is emptied first: it may hold other tests' handles
+    (in cycles of those tests' own making) that this test's tasks would push out mid-test.
+    """
+    trio_bg.set_recent_limit(trio_bg.set_recent_limit(0))
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
