@@ -23,6 +23,7 @@ import outcome
 import trio
 
 from .._handle import TaskHandle
+from .._instruments import Instrument
 from .._manager import TaskManager
 from .._registry import find_task
 from .._retry import Retry
@@ -38,7 +39,21 @@ failures: list[str] = []
 orders_placed: list[int] = []
 """The ids of the orders placed so far (the report counts them; it takes no id)."""
 
-dashboard = Dashboard(local_only=True)
+instruments: tuple[Instrument, ...] = ()
+"""The demo's metrics for ``/dashboard/metrics``, when the metrics extra is installed (in a
+registry of the demo's own, so that importing the demo claims no name in the default one)."""
+registry: object = None
+try:
+    from prometheus_client import CollectorRegistry
+
+    from ..metrics import PrometheusInstrument
+except ImportError:  # pragma: no cover - installed without trio-bg[metrics]
+    pass
+else:
+    registry = CollectorRegistry()
+    instruments = (PrometheusInstrument(registry=registry),)
+
+dashboard = Dashboard(local_only=True, registry=registry)
 """The live dashboard, mounted at ``/dashboard/``; loopback clients only."""
 
 
@@ -298,5 +313,5 @@ def _discard_body(send: Send) -> Send:
 
 _POSTS = {"/orders": orders, "/photos": photos, "/reports": reports, "/fail": fail}
 
-app = TaskMiddleware(router, grace_period=5.0, shield_timeout=30.0)
+app = TaskMiddleware(router, grace_period=5.0, shield_timeout=30.0, instruments=instruments)
 """The demo app, ready for ``trio_bg.serve(app)``."""
