@@ -99,6 +99,14 @@ class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
         def __enter__(self) -> NoReturn:
             raise TypeError("use 'async with trio_bg.open_task_manager(...)', not 'with'")
 
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only reached for a name the context does not have (a manager's, most likely).
+            raise AttributeError(
+                f"'TaskManagerContext' object has no attribute {name!r}: open_task_manager() "
+                "returns an async context manager; the manager is what "
+                "'async with trio_bg.open_task_manager() as tm' gives you"
+            )
+
         def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
             return None
 

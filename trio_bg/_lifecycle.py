@@ -190,6 +190,12 @@ class TaskLifecycle:
             if getattr(handle, "_in_queue", False):
                 handle._in_queue = False
                 self._queued -= 1
+                queue = self._queue
+                if queue is not None and len(queue) > 2 * self._queued + 64:
+                    # Cancelled entries are skipped when their turn comes; once they outnumber
+                    # the live ones, drop them, so a cancelled queued handle is not kept alive
+                    # by the queue (amortised O(1) per cancel).
+                    self._queue = deque(h for h in queue if h._in_queue)
             held = self._held
             if held is not None:
                 held.pop(handle._n, None)

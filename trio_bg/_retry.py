@@ -50,7 +50,12 @@ class Retry:
         if isinstance(on, type):
             on = (on,)
             object.__setattr__(self, "on", on)
-        if not isinstance(on, tuple) or not on:
+        if not isinstance(on, tuple):
+            raise TypeError(
+                "Retry on must be an Exception subclass or a tuple of them, "
+                f"got {type(on).__name__}"
+            )
+        if not on:
             raise ValueError("Retry on must be a non-empty tuple of Exception subclasses")
         classes = cast("tuple[object, ...]", on)
         for cls in classes:
@@ -59,7 +64,9 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """The sleep after failed attempt number ``attempt`` (1-based), in seconds."""
-        delay = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
+        # The exponent stops growing where 2.0 ** k would overflow a float (k = 1024): by then
+        # any backoff above 0 is far past max_backoff.
+        delay = min(self.max_backoff, self.backoff * 2.0 ** min(attempt - 1, 1023))
         if self.jitter:
             delay *= random.uniform(0.5, 1.0)
         return delay

@@ -18,9 +18,12 @@ def request_tasks(scope: Mapping[str, Any]) -> RequestTaskManager:
     returns once they are done, and the response is never delayed by them.
 
     Raises:
+        TypeError: ``scope`` is not a mapping (say, Quart's ``request`` instead of
+            ``request.scope``).
         RuntimeError: the app is not wrapped in :class:`TaskMiddleware`, or the scope is not an
             http request.
     """
+    _check_scope("request_tasks", scope)
     manager = scope.get(REQUEST_TASKS_KEY)
     if isinstance(manager, RequestTaskManager):
         return manager
@@ -39,9 +42,11 @@ def app_tasks(scope: Mapping[str, Any]) -> TaskManager:
     """The app-lifetime task manager, opened at lifespan startup and closed at shutdown.
 
     Raises:
+        TypeError: ``scope`` is not a mapping.
         RuntimeError: the app is not wrapped in :class:`TaskMiddleware`, or the server did not
             run the ASGI lifespan protocol (so there is no app manager).
     """
+    _check_scope("app_tasks", scope)
     manager = scope.get(APP_TASKS_KEY)
     if isinstance(manager, TaskManager):
         return manager
@@ -59,3 +64,11 @@ def app_tasks(scope: Mapping[str, Any]) -> TaskManager:
         "app_tasks() found no task manager in this scope: "
         "wrap the ASGI app in trio_bg.asgi.TaskMiddleware"
     )
+
+
+def _check_scope(function: str, scope: object) -> None:
+    if not isinstance(scope, Mapping):
+        raise TypeError(
+            f"{function}() takes the ASGI scope (a mapping; in Quart pass request.scope), "
+            f"got {type(scope).__name__}"
+        )

@@ -114,7 +114,9 @@ class TaskMiddleware:
         self._on_error = on_error
         self._max_running = check_cap("max_running", max_running, 1)
         self._max_pending = check_cap("max_pending", max_pending, 0)
-        if type(name) is not str or not name:
+        if type(name) is not str:
+            raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
+        if not name:
             raise ValueError("task manager name must be a non-empty string")
         self._name = name
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
