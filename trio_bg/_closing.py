@@ -9,9 +9,11 @@ the nursery exit, and logs the one shutdown report.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
+import sniffio
 import trio
 
 from . import _registry
@@ -45,6 +47,12 @@ class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     async def __aenter__(self) -> TaskManager:
+        if sniffio.current_async_library() != "trio":
+            raise RuntimeError(
+                "trio_bg needs trio, not "
+                f"{sniffio.current_async_library()}: run Hypercorn with --worker-class trio "
+                "(hypercorn --worker-class trio module:app), or python -m trio_bg serve module:app"
+            )
         manager = self._manager
         if self._nursery_cm is not None or manager._closed:
             raise RuntimeError("this open_task_manager() was already entered")
@@ -113,6 +121,7 @@ class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
 
 def opened(manager: TaskManager) -> None:
     """A manager's nursery is open: register it and tell the instruments."""
+    manager._thread = threading.get_ident()  # the trio thread it runs in
     manager._hooks = hooks_for(manager._instruments)
     _registry.open_managers.add(manager)
     if "manager_opened" in manager._hooks:

@@ -13,11 +13,13 @@ import contextvars
 import inspect
 import itertools
 import math
+import threading
 import types
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 
+import outcome
 import trio
 
 from . import _registry
@@ -35,6 +37,7 @@ from ._state import TaskState, Timing
 from ._statistics import ShutdownReport
 
 _task_numbers = itertools.count(1)
+_get_ident = threading.get_ident
 _CO_COROUTINE = inspect.CO_COROUTINE
 _CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
@@ -80,6 +83,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
         "_report",
         "_shield_deadline",
         "_shield_timeout",
+        "_thread",
     )
     _max_pending: int | None
     _max_tasks: int | None
@@ -93,6 +97,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
     _close_started: float
     _close_span: tuple[float, float] | None
     _report: ShutdownReport | None
+    _thread: int  # the trio thread's ident: starts from any other thread go through trio
 
     def __init__(self) -> None:
         raise TypeError(
@@ -128,6 +133,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
         self._shield_deadline = _INF
         self._close_started = 0.0
         self._close_span = self._report = None
+        self._thread = _get_ident()
         return self
 
     # -- introspection ---------------------------------------------------------------------
@@ -224,6 +230,10 @@ class TaskManager(TaskLifecycle, TaskStarter):
         ``held``: the task stays PENDING until :meth:`_release` (or ends CANCELLED at
         :meth:`_drop_held` unless ``always``); a request's deferred tasks are held this way.
         """
+        if _get_ident() != self._thread:  # a worker thread: start it in the trio thread
+            return self._spawn_from_thread(
+                method, name, fn, args, shield, options, timing, group, held
+            )
         # Validate everything before anything is created: a refusal starts nothing.
         # A plain function's flags are read once (P1: ~460 instructions per task fewer than
         # reading fn.__code__ twice, callgrind); anything else takes the careful path.
@@ -310,6 +320,42 @@ class TaskManager(TaskLifecycle, TaskStarter):
         # The public starts call _spawn directly: one Python call fewer per task than a _start
         # that calls _spawn (~0.1 us, timeit).
         _start = _spawn
+
+    def _spawn_from_thread(
+        self,
+        method: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shield: bool,
+        options: TaskOptions | None,
+        timing: Timing,
+        group: TaskGroup | None,
+        held: bool,
+    ) -> TaskHandle[Any]:
+        """A start from another thread: done in the manager's trio thread, if this thread is one
+        that trio started (``trio.to_thread.run_sync``: a plain ``def`` endpoint of Starlette or
+        FastAPI), and refused otherwise, before anything is created or counted."""
+
+        def start() -> outcome.Outcome[TaskHandle[Any]]:
+            return outcome.capture(
+                self._spawn, method, name, fn, args, shield, options, timing, group, held
+            )
+
+        try:
+            # The start's own errors come back captured; a RuntimeError here is trio's: this
+            # thread has no trio run to reach.
+            result = trio.from_thread.run_sync(start)
+        except RuntimeError:
+            if inspect.iscoroutine(fn):
+                fn.close()  # no "never awaited" warning for a refused coroutine object
+            raise RuntimeError(
+                f"{method}() was called from a thread that trio did not start (or after its "
+                "trio run ended): call it in the trio thread, or in a function that "
+                "trio.to_thread.run_sync runs, such as a plain 'def' Starlette or FastAPI "
+                "endpoint"
+            ) from None
+        return result.unwrap()
 
     # -- the held gate ---------------------------------------------------------------------
 
