@@ -186,8 +186,15 @@ def _seen_app() -> ASGIApp:
     return app
 
 
-raw_tiny_seen = _seen_app()
-"""(h) (b) with the dashboard mounted and Prometheus + OpenTelemetry instruments installed."""
+def __getattr__(name: str) -> object:
+    # (h) is built only where it is served: a Dashboard installs its recorder instrument
+    # process-wide, which would otherwise be in every process that imports this module (the
+    # micro benchmarks' and every other case's server).
+    if name == "raw_tiny_seen":
+        app = _seen_app()
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 CASES: dict[str, tuple[str, str]] = {
