@@ -215,7 +215,7 @@ def closed(manager: TaskManager) -> None:
         report = manager._report = ShutdownReport(
             manager=manager._name,
             duration=ended - started,
-            cancelled=tuple(sorted(manager._dropped, key=_number)),
+            cancelled=tuple(sorted(manager._dropped, key=lambda handle: handle._n)),
         )
         manager._dropped = None
         logger.warning("%s", report)
@@ -224,8 +224,3 @@ def closed(manager: TaskManager) -> None:
         _registry.finished.extend(manager._recent)  # still findable once the manager is gone
     if "manager_closed" in manager._hooks:
         call_hooks(manager._hooks, manager, "manager_closed", manager, manager.shutdown_report)
-
-
-def _number(handle: Any) -> int:
-    number: int = handle._n
-    return number

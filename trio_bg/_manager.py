@@ -174,8 +174,10 @@ class TaskManager(TaskLifecycle, TaskStarter):
     def get(self, task_id: str) -> TaskHandle[Any] | None:
         """The handle of an active or recently finished task of this manager, or None."""
         n = _registry.task_number(task_id)
-        if n is None:
-            return None
+        return None if n is None else self._find(n)
+
+    def _find(self, n: int) -> TaskHandle[Any] | None:
+        """Task number ``n`` among the active tasks, then in ``recent``."""
         handle = self._active.get(n)
         if handle is not None:
             return handle

@@ -49,17 +49,13 @@ def find_task(task_id: str) -> TaskHandle[Any] | None:
     if n is None:
         return None
     for manager in open_managers:
-        handle = manager._active.get(n)
-        if handle is not None:
-            return handle
+        found = manager._find(n)
+        if found is not None:
+            return found
     history: Iterable[TaskHandle[Any]] = reversed(finished)
     for done in history:
         if done._n == n:
             return done
-    for manager in open_managers:
-        found = manager.get(task_id)
-        if found is not None:
-            return found
     return None
 
 
