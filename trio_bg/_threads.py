@@ -5,7 +5,8 @@ Python cannot interrupt a thread: when the task is cancelled, trio returns at on
 the thread, which runs its function to the end and only then gives its token back to the thread
 limiter. trio says nothing about it, so :func:`run_in_thread` counts and logs it: the limiter it
 hands trio is a small proxy per call that notes when the token is taken and given back, all in
-the trio thread (trio calls both there), so no lock is needed.
+the trio thread (trio calls both there), so no lock is needed. The count is per trio run
+(:func:`abandoned_threads`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,27 @@ if TYPE_CHECKING:
     from ._handle import TaskHandle
     from ._manager import TaskManager
 
-_abandoned: set[_Borrow] = set()
+_ABANDONED: trio.lowlevel.RunVar[set[_Borrow]] = trio.lowlevel.RunVar("trio_bg_abandoned")
+"""The abandoned threads still running, per trio run: a thread that outlives its run is never
+reported back to trio, so a process-wide set would keep it forever."""
 
 
 def abandoned_threads() -> int:
-    """How many worker threads of this process that trio_bg abandoned are still running."""
-    return len(_abandoned)
+    """How many worker threads that trio_bg abandoned in this trio run are still running (0
+    outside a run)."""
+    try:
+        return len(_ABANDONED.get())
+    except (LookupError, RuntimeError):  # none yet in this run; no run
+        return 0
+
+
+def _abandoned() -> set[_Borrow]:
+    try:
+        return _ABANDONED.get()
+    except LookupError:
+        abandoned: set[_Borrow] = set()
+        _ABANDONED.set(abandoned)
+        return abandoned
 
 
 async def run_in_thread(
@@ -71,26 +87,28 @@ class _Borrow:
     def release_on_behalf_of(self, borrower: object) -> None:
         self.holding = False
         self.limiter.release_on_behalf_of(borrower)
-        if self in _abandoned:
-            _abandoned.discard(self)
+        if self.label:  # abandoned
+            abandoned = _abandoned()
+            abandoned.discard(self)
             logger.info(
                 "the abandoned worker thread of %s ended after %.1f s (%d abandoned thread(s) "
                 "still running)",
-                self.label, trio.current_time() - self.abandoned_at, len(_abandoned),
+                self.label, trio.current_time() - self.abandoned_at, len(abandoned),
             )  # fmt: skip
 
     def abandon(self, manager: TaskManager, handle: TaskHandle[Any]) -> None:
         self.label = f"task {handle._name!r} ({handle.id})"
         self.abandoned_at = trio.current_time()
-        _abandoned.add(self)
+        abandoned = _abandoned()
+        abandoned.add(self)
         logger.warning(
             "%s was cancelled while its sync function ran in a worker thread: the thread is "
             "abandoned and runs on, holding a thread token until it ends (%d abandoned thread(s) "
             "running)",
-            self.label, len(_abandoned),
+            self.label, len(abandoned),
         )  # fmt: skip
         limiter = self.limiter
-        held = sum(1 for borrow in _abandoned if borrow.limiter is limiter)
+        held = sum(1 for borrow in abandoned if borrow.limiter is limiter)
         if held >= limiter.total_tokens:
             owner = (
                 f"task manager {manager._name!r} (max_threads)"
