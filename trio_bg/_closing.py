@@ -2,8 +2,9 @@
 
 :class:`TaskManagerContext` is what ``open_task_manager()`` returns: entering it opens the
 manager's nursery and registers the manager (for :func:`trio_bg.find_task` and the instruments);
-leaving it runs :func:`close` (refuse new tasks, the grace period, cancel, the shield cap), lets
-the nursery exit, and logs the one shutdown report.
+leaving it runs :func:`close` (refuse new tasks, the grace period, cancel, the shield cap, then
+name the tasks that outlive their cancellation), lets the nursery exit, and logs the one shutdown
+report.
 """
 
 from __future__ import annotations
