@@ -16,19 +16,105 @@ import trio
 from ._serve import serve
 
 
+class CommandError(Exception):
+    """A command that cannot run as given: :func:`main` prints ``error: <message>`` as one line
+    and exits with ``code`` (2 for an app that cannot be loaded, 1 for an address that cannot be
+    bound)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def load_app(path: str) -> Callable[..., Awaitable[None]]:
-    """Import ``"package.module:attribute"`` (the attribute may be dotted) from the cwd."""
+    """Import ``"package.module:attribute"`` (the attribute may be dotted) from the cwd.
+
+    Raises:
+        CommandError: the path is malformed, the module is not found (``ModuleNotFoundError``,
+            for it or a module it imports), an attribute is missing, or the object is not
+            callable. Any other exception raised by the module's own code propagates with its
+            traceback.
+    """
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
-        raise SystemExit(f"error: the app must be given as module:attribute, got {path!r}")
+        raise CommandError(f"the app must be given as module:attribute, got {path!r}", 2)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    target: Any = importlib.import_module(module_name)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise CommandError(f"cannot import module {module_name!r}: {exc}", 2) from None
+    owner = f"module {module_name!r}"
+    found: list[str] = []
     for part in attribute.split("."):
-        target = getattr(target, part)
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandError(f"{owner} has no attribute {part!r}", 2) from None
+        found.append(part)
+        owner = repr(f"{module_name}:{'.'.join(found)}")
     if not callable(target):
-        raise SystemExit(f"error: {path} is not an ASGI app (not callable)")
+        raise CommandError(f"{path} is not an ASGI app (not callable)", 2)
     return cast("Callable[..., Awaitable[None]]", target)
+
+
+def serve_command(app: Callable[..., Awaitable[None]], binds: list[str], grace: float) -> None:
+    """Run :func:`trio_bg.serve` until it stops, Hypercorn logging through the root logger.
+
+    Raises:
+        CommandError: an address could not be bound (in use, not local, a privileged port).
+    """
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = binds
+    config.graceful_timeout = grace
+    # A Logger, not "-": Hypercorn then adds no handler of its own, and each of its lines goes
+    # out once, through the root handler of logging.basicConfig (with "-" it went out twice).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    started: list[str] = []
+    try:
+        trio.run(_serve_noting_binds, app, config, started)
+    except BaseExceptionGroup as group:
+        failure = None if started else _bind_failure(group, binds)
+        if failure is None:
+            raise
+        raise CommandError(failure, 1) from None
+
+
+async def _serve_noting_binds(
+    app: Callable[..., Awaitable[None]], config: Any, started: list[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        started.extend(await nursery.start(functools.partial(serve, app, config=config)))
+
+
+def _bind_failure(group: BaseExceptionGroup[BaseException], binds: list[str]) -> str | None:
+    """``cannot bind host:port: reason`` if ``group`` holds only ``OSError``s (a server that
+    failed before it started), else None. Which address failed is found by binding each again."""
+    matched, rest = group.split(OSError)
+    if matched is None or rest is not None:
+        return None
+    from hypercorn.config import Config
+
+    for bind in binds:
+        probe = Config()
+        probe.bind = [bind]
+        try:
+            sockets = probe.create_sockets()
+        except OSError as exc:
+            return f"cannot bind {bind}: {_reason(exc)}"
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+            sock.close()
+    first = matched.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return f"cannot bind {', '.join(binds)}: {_reason(first)}"
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return reason[:1].lower() + reason[1:]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,14 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.command == "demo":
-        from .asgi._demo import app as demo_app
+    try:
+        if args.command == "demo":
+            from .asgi._demo import app as demo_app
 
-        app: Callable[..., Awaitable[None]] = demo_app
-    else:
-        app = load_app(args.app)
-    binds: list[str] = args.bind or ["127.0.0.1:8000"]
-    trio.run(functools.partial(serve, app, binds, graceful_timeout=args.grace))
+            app: Callable[..., Awaitable[None]] = demo_app
+        else:
+            app = load_app(args.app)
+        serve_command(app, args.bind or ["127.0.0.1:8000"], args.grace)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
     return 0
 
 

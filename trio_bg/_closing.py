@@ -2,8 +2,9 @@
 
 :class:`TaskManagerContext` is what ``open_task_manager()`` returns: entering it opens the
 manager's nursery and registers the manager (for :func:`trio_bg.find_task` and the instruments);
-leaving it runs :func:`close` (refuse new tasks, the grace period, cancel, the shield cap), lets
-the nursery exit, and logs the one shutdown report.
+leaving it runs :func:`close` (refuse new tasks, the grace period, cancel, the shield cap, then
+name the tasks that outlive their cancellation), lets the nursery exit, and logs the one shutdown
+report.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._cancellation import all_cancelled, first_leaf
 from ._instruments import call_hooks, hooks_for
 from ._log import logger
 from ._statistics import ShutdownReport
+from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -136,6 +138,11 @@ async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
     unless ``aborted``, wait up to the grace period; cancel the unshielded tasks; cap the
     shielded ones at ``shield_timeout`` from the start of the close (from the end of an infinite
     grace period, when an outer cancellation ended it); wait for all of them.
+
+    A task that outlives its cancellation by :data:`STUCK_AFTER` seconds (it shields itself, or
+    catches ``Cancelled`` and goes on) is logged as stuck, and again every
+    :data:`STUCK_INTERVAL` seconds (:func:`_wait_stuck`). Trio cannot end it: the nursery holds
+    it, so the close (and the ``async with``) returns only once it ends.
     """
     manager._closed = True
     started = manager._close_started = trio.current_time()
@@ -162,6 +169,7 @@ async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
                 finite = math.isfinite(manager._grace)
                 begin = started if aborted or finite else trio.current_time()
                 deadline = manager._shield_deadline = begin + manager._shield_timeout
+                stopped = trio.current_time()
                 for handle in tuple(manager._active.values()):
                     if not handle._shield:
                         if not handle._state.done:
@@ -170,7 +178,7 @@ async def close(manager: TaskManager, *, aborted: bool) -> BaseException | None:
                         handle._scope.deadline = min(handle._scope.deadline, deadline)
                 if manager._shielded:
                     await _wait_logged(manager, deadline, "shielded ")
-                await manager.wait_idle()  # the cancelled ones, ending now
+                await _wait_stuck(manager, stopped=stopped, capped=deadline)
     return caught
 
 
@@ -198,6 +206,48 @@ async def _wait_logged(manager: TaskManager, deadline: float, kind: str) -> None
             )  # fmt: skip
         with trio.move_on_at(min(deadline, now + PROGRESS_INTERVAL)):
             await manager.wait_idle()
+
+
+STUCK_AFTER = 1.0
+"""Seconds a cancelled task gets to end before the close logs it as stuck: a task that reaches
+its next checkpoint ends within one scheduling pass, so one second is ample, and short enough for
+the line to come before an operator gives up."""
+STUCK_INTERVAL = 10.0
+"""Seconds between the repeated WARNING lines while stuck tasks remain."""
+
+
+async def _wait_stuck(manager: TaskManager, *, stopped: float, capped: float) -> None:
+    """Wait for the tasks the close cancelled (the unshielded at ``stopped``, the shielded at
+    their cap ``capped``) to end.
+
+    One still alive :data:`STUCK_AFTER` seconds into this wait shields itself or ignores
+    cancellation: log one WARNING naming each such task, how long ago it was cancelled and where
+    it waits; again every :data:`STUCK_INTERVAL` seconds while any remains. The wait has no limit,
+    since trio's nursery waits for the task anyway. It runs shielded: an outer cancellation
+    does not end it.
+    """
+    report_at = trio.current_time() + STUCK_AFTER
+    while manager._active:
+        with trio.move_on_at(report_at):
+            await manager.wait_idle()
+        if not manager._active:
+            return
+        now = trio.current_time()
+        coros = task_coroutines(manager)
+        stuck: list[str] = []
+        for handle in manager._active.values():
+            since = now - (capped if handle._shield else stopped)
+            where = chain_text(coros[handle._n]) if handle._n in coros else ""
+            stuck.append(
+                f"{handle._name!r} ({handle.id}) cancelled {since:.1f} s ago"
+                + (f", waiting in {where}" if where else "")
+            )
+        logger.warning(
+            "task manager %r closing: %d task(s) stuck, still running after they were cancelled "
+            "(a task that shields itself or ignores cancellation; the close waits for it): %s",
+            manager._name, len(stuck), "; ".join(stuck),
+        )  # fmt: skip
+        report_at = now + STUCK_INTERVAL
 
 
 def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:

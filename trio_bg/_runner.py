@@ -20,6 +20,7 @@ import trio
 from ._cancellation import all_cancelled, separate_cancelled
 from ._log import logger
 from ._state import TaskState
+from ._threads import run_in_thread
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -117,12 +118,10 @@ async def _call(
     if handle._is_async:
         return await fn(*args)
     # A worker thread cannot be interrupted: on cancellation the task ends at once and the
-    # thread is abandoned (it runs to its end in the background, its result discarded).
-    # A sync function that returns a coroutine gets trio's own TypeError, and the coroutine
-    # is closed by trio (no "never awaited" warning).
-    return await trio.to_thread.run_sync(
-        fn, *args, limiter=manager._limiter, abandon_on_cancel=True
-    )
+    # thread is abandoned (it runs to its end in the background, its result discarded; counted
+    # and logged by run_in_thread). A sync function that returns a coroutine gets trio's own
+    # TypeError, and the coroutine is closed by trio (no "never awaited" warning).
+    return await run_in_thread(manager, handle, fn, args)
 
 
 async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseException) -> None:
@@ -154,7 +153,9 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
         manager._task_finished(handle, _FAILED, report=False)
 
 
-_OWN_CODES = frozenset({run_task.__code__, _attempt.__code__, _call.__code__})
+_OWN_CODES = frozenset(
+    {run_task.__code__, _attempt.__code__, _call.__code__, run_in_thread.__code__}
+)
 
 
 def _strip_own_frames(exc: BaseException) -> None:

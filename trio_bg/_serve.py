@@ -1,17 +1,27 @@
-"""serve(): Hypercorn's trio worker in-process, with SIGTERM and SIGINT made graceful."""
+"""serve(): Hypercorn's trio worker in-process, with SIGTERM and SIGINT made graceful (and a
+third signal that ends a process a stuck task keeps alive)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import math
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
+from . import _registry
+from ._closing import STUCK_AFTER, STUCK_INTERVAL
 from ._gc import tuned_gc
 from ._log import logger
+from ._threads import abandoned_threads
+from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -45,8 +55,12 @@ async def serve(
     (unshielded request tasks stop, shielded ones get the middleware's ``shield_timeout``); then
     the ASGI lifespan shutdown closes the app task manager with its ``grace_period`` and
     ``shield_timeout``. A second signal cancels the server at once (shielded tasks still get their
-    ``shield_timeout``). Hypercorn's own worker, by contrast, dies at once on a SIGTERM sent
-    straight to it.
+    ``shield_timeout``); if it has not stopped a second later, a WARNING names the trio_bg tasks
+    still running and where they wait, again every 10 s. A third signal ends the process at once:
+    an ERROR names those tasks, the log handlers are flushed, and ``os._exit(128 + signal
+    number)`` skips everything still pending (a task that shields itself or ignores cancellation
+    would otherwise keep the process alive: trio cannot return from the run while it holds one).
+    Hypercorn's own worker, by contrast, dies at once on a SIGTERM sent straight to it.
 
     Args:
         app: the ASGI app, usually wrapped in :class:`trio_bg.asgi.TaskMiddleware`.
@@ -62,7 +76,8 @@ async def serve(
             Both settings are restored when the server stops.
         task_status: ``nursery.start(serve, ...)`` gets the bound addresses (``http://...``).
 
-    Cancelling the caller cancels the server without a graceful shutdown.
+    Cancelling the caller cancels the server without a graceful shutdown; the signal handlers
+    stay until the server has stopped.
     """
     import hypercorn.trio
     from hypercorn.config import Config
@@ -79,21 +94,26 @@ async def serve(
     if graceful_timeout is not None:
         config.graceful_timeout = graceful_timeout
     shutdown = trio.Event()
+    server_scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
+        signals_scope: trio.CancelScope | None = None
         if handle_signals:
-            await nursery.start(_graceful_signals, shutdown, nursery.cancel_scope)
+            signals_scope = await nursery.start(_signals, shutdown, server_scope)
         if shutdown_trigger is not None:
             nursery.start_soon(_trigger, shutdown_trigger, shutdown)
-        with ExitStack() as stack:
-            async with trio.open_nursery() as server_nursery:
-                binds: list[str] = await server_nursery.start(
-                    functools.partial(
+        try:
+            with server_scope, ExitStack() as stack:
+                async with trio.open_nursery() as server_nursery:
+                    run = functools.partial(
                         hypercorn_serve, app, config, shutdown_trigger=shutdown.wait, mode="asgi"
                     )
-                )
-                stack.enter_context(tuned_gc(freeze=gc_freeze, threshold=gc_threshold))
-                task_status.started(binds)
-        nursery.cancel_scope.cancel()
+                    binds: list[str] = await server_nursery.start(run)
+                    stack.enter_context(tuned_gc(freeze=gc_freeze, threshold=gc_threshold))
+                    task_status.started(binds)
+        finally:
+            nursery.cancel_scope.cancel()
+            if signals_scope is not None:  # shielded, so that it outlives an outer cancellation
+                signals_scope.cancel()
     logger.info("server stopped")
 
 
@@ -102,19 +122,89 @@ async def _trigger(wait: Callable[[], Awaitable[Any]], shutdown: trio.Event) -> 
     shutdown.set()
 
 
-async def _graceful_signals(
+async def _signals(
     shutdown: trio.Event,
     server_scope: trio.CancelScope,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(*_SIGNALS) as signals:
-        task_status.started()
-        async for signum in signals:
+    """Receive SIGTERM and SIGINT until the server has stopped: the first starts the graceful
+    shutdown, the second cancels ``server_scope``, the third ends the process (:func:`_exit`).
+
+    Runs in a shielded scope of its own, given to ``task_status``, which ``serve`` cancels when
+    the server has stopped; an outer cancellation does not end it, so a third signal still works
+    when a stuck task keeps the run alive.
+    """
+    with trio.CancelScope(shield=True) as own, trio.open_signal_receiver(*_SIGNALS) as signals:
+        task_status.started(own)
+        stopped_at = report_at = math.inf
+        while True:
+            signum: int | None = None
+            with trio.move_on_at(report_at):
+                signum = await signals.__anext__()
+            if signum is None:  # the server has not stopped since the second signal
+                logger.warning(
+                    "the server was told to stop %.1f s ago and still waits for %s; SIGINT or "
+                    "SIGTERM again ends the process at once",
+                    trio.current_time() - stopped_at, _still_running(),
+                )  # fmt: skip
+                report_at = trio.current_time() + STUCK_INTERVAL
+                continue
             name = signal.Signals(signum).name
             if not shutdown.is_set():
                 logger.warning("%s received: shutting down gracefully (again to stop now)", name)
                 shutdown.set()
-            else:
-                logger.warning("%s received again: stopping now", name)
+            elif not server_scope.cancel_called:
+                logger.warning(
+                    "%s received again: stopping now (a third time to exit the process)", name
+                )
                 server_scope.cancel()
+                stopped_at = trio.current_time()
+                report_at = stopped_at + STUCK_AFTER
+            else:
+                _exit(name, 128 + signum, trio.current_time() - stopped_at)
+
+
+def _exit(name: str, code: int, waited: float) -> NoReturn:
+    """End the process now with ``code``, after one ERROR naming what still runs.
+
+    ``os._exit``: trio cannot leave its run while a task that ignores cancellation holds a
+    nursery open, and ``sys.exit`` would wait for it; nothing pending runs (no ``finally``, no
+    lifespan shutdown), so only the explicit third signal does this.
+    """
+    threads = abandoned_threads()
+    logger.error(
+        "%s received a third time: exiting with code %d, %.1f s after the server was told to "
+        "stop, still waiting for %s%s",
+        name, code, waited, _still_running(),
+        f"; {threads} abandoned worker thread(s) running" if threads else "",
+    )  # fmt: skip
+    logging.shutdown()  # flushes every handler
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+MAX_NAMED = 20
+"""The most tasks named in one line of the signal handler."""
+
+
+def _still_running() -> str:
+    """The trio_bg tasks active in every open manager, with where they wait, for a log line."""
+    phrases: list[str] = []
+    for manager in tuple(_registry.open_managers):
+        coros = task_coroutines(manager)
+        for handle in tuple(manager._active.values()):
+            phrase = f"{handle._name!r} ({handle.id}, manager {manager._name!r})"
+            coro = coros.get(handle._n)
+            where = "" if coro is None else chain_text(coro)
+            phrases.append(f"{phrase} waiting in {where}" if where else phrase)
+    if not phrases:
+        return (
+            "no trio_bg task (something else ignores cancellation: a request handler, "
+            "the app's lifespan)"
+        )
+    shown = "; ".join(phrases[:MAX_NAMED])
+    more = len(phrases) - MAX_NAMED
+    return f"{len(phrases)} task(s): {shown}" + (f"; and {more} more" if more > 0 else "")

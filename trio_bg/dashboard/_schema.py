@@ -20,9 +20,9 @@ import trio
 
 from .. import _registry
 from .._state import TaskState
+from .._where import await_chain, task_coroutines, waiting_at
 from ..asgi._request import RequestTaskManager
 from ._recorder import Recorder, short_repr, short_str
-from ._where import await_chain, task_coroutines, waiting_at
 
 if TYPE_CHECKING:
     from .._handle import TaskHandle

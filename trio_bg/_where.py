@@ -5,8 +5,8 @@ RUNNING handle, whose coroutine is ``trio_bg._runner.run_task(manager, handle)``
 read from that coroutine's frame locals, and the chain of ``cr_await`` (``gi_yieldfrom`` for
 generator-based awaitables, ``ag_await`` for async generators) leads from it to the frame that is
 suspended now. The answer is the innermost frame outside trio and trio_bg's core: the line of
-the user's code that awaits (``trio.sleep``, a socket read, a lock). The dashboard pays for it
-when it asks, never the task.
+the user's code that awaits (``trio.sleep``, a socket read, a lock). Whoever asks pays for it (the
+dashboard, the log of a close or of ``serve`` that names stuck tasks), never the task.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from .. import _runner
+from . import _runner
 
 if TYPE_CHECKING:
-    from .._manager import TaskManager
+    from ._manager import TaskManager
 
 _RUN_TASK = _runner.run_task.__code__
 _SKIPPED_DIRS = tuple(
     os.path.dirname(module.__file__) + os.sep for module in (trio, outcome) if module.__file__
 )
-_CORE_DIR = os.path.dirname(_runner.__file__)  # trio_bg's own modules, not its subpackages
+_CORE_DIR = os.path.dirname(__file__)  # trio_bg's own modules, not its subpackages
 MAX_FRAMES = 30
 """The longest ``await`` chain followed."""
 
@@ -95,3 +95,22 @@ def waiting_at(frames: list[Frame]) -> Frame | None:
         if not _skipped(frame.file):
             return frame
     return frames[-1] if frames else None
+
+
+def chain_text(coro: Any) -> str:
+    """Where ``coro`` waits, for a log line: ``job (app.py:12) -> sleep (trio/_timeouts.py:98)``.
+
+    The frames outside trio, outcome and trio_bg's core, outermost first, then the trio function
+    the innermost of them called (``sleep``, a lock's ``acquire``); for a chain with no such frame
+    (a sync function in its worker thread), the first frame outside trio_bg's core. ``""`` when
+    the chain is empty.
+    """
+    frames = await_chain(coro)
+    mine = [n for n, frame in enumerate(frames) if not _skipped(frame.file)]
+    if mine:
+        shown = [frames[n] for n in mine]
+        shown.extend(frames[mine[-1] + 1 : mine[-1] + 2])
+    else:
+        outside = [frame for frame in frames if os.path.dirname(frame.file) != _CORE_DIR]
+        shown = (outside or frames)[:1]
+    return " -> ".join(f"{frame.function} ({frame.file}:{frame.line})" for frame in shown)
