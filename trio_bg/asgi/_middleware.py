@@ -24,7 +24,6 @@ from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
 
-_AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _ERROR_BODY = b"Internal Server Error"
 _ERROR_START: Message = {
@@ -157,13 +156,7 @@ class TaskMiddleware:
                 failure = exc
             finally:
                 manager._name_from_route(last=True)  # and let go of the scope
-            discarded = manager._drop_held()
-            if discarded:
-                names = ", ".join(f"{h.name!r} ({h.id})" for h in discarded)
-                logger.warning(
-                    "%s %s: %d deferred task(s) not run, the response was not completed: %s",
-                    scope.get("method"), scope.get("path"), len(discarded), names,
-                )  # fmt: skip
+            manager._drop_deferred()
             if failure is not None and not response.started:
                 # Answer now: the call only returns once the request's tasks are done.
                 await response.send_error()
@@ -242,10 +235,9 @@ class _ResponseWatch:
                 self._manager._fire(_AFTER_RESPONSE)
         elif kind == "http.response.start":
             self.started = True
-            manager = self._manager
-            manager._status = message.get("status")
-            manager._name_from_route()
-            manager._fire(_AFTER_ROUTE)
+            # Before the server gets the message: after_route tasks start first. A 5xx status
+            # makes this a failed request (only always=True deferred tasks will run).
+            self._manager._response_started(message.get("status"))
             await self._send(message)
         else:
             await self._send(message)
