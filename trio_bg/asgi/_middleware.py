@@ -50,7 +50,9 @@ class TaskMiddleware:
       manager waits for its tasks without limit (``grace_period=math.inf``); when the server
       cancels the call (Hypercorn does at its ``graceful_timeout`` on shutdown), unshielded
       request tasks stop at once and shielded ones get ``shield_timeout``. A client disconnect
-      cancels nothing.
+      cancels nothing. Deferred tasks are not run (unless ``always=True``) if the handler raised,
+      left its response incomplete, or started it with a 5xx status: they end CANCELLED and one
+      warning names them.
     - websocket and other scopes pass through untouched (``app_tasks(scope)`` works there
       through ``scope["state"]``; there is no per-connection manager).
 
@@ -156,7 +158,8 @@ class TaskMiddleware:
                 failure = exc
             finally:
                 manager._name_from_route(last=True)  # and let go of the scope
-            manager._drop_deferred()
+            if manager._held:  # most requests hold nothing by now: one call fewer for them
+                manager._drop_deferred()
             if failure is not None and not response.started:
                 # Answer now: the call only returns once the request's tasks are done.
                 await response.send_error()
