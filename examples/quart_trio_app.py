@@ -15,9 +15,9 @@ gets its request's manager with ``request_tasks(request.scope)`` and the app man
 
 ``PROPAGATE_EXCEPTIONS`` is on: an exception no error handler takes then leaves Quart and reaches
 the middleware, which answers 500 and does not run the request's deferred tasks (no confirmation
-email for an order that failed). With it off, Quart would send its own 500 page, the middleware
-would see a complete response, and run them. Errors turned into responses by error handlers (the
-422 below) are ordinary responses either way.
+email for an order that failed). With it off, Quart would send its own 500 page, and the
+middleware, seeing a 5xx response (a failed handler), would not run them either. Errors turned
+into responses below 500 by error handlers (the 422 below) are ordinary responses either way.
 
 Routes (the same in ``raw_asgi.py`` and ``starlette_app.py``):
 

@@ -12,8 +12,9 @@ then, for instance::
 Starlette's ``ServerErrorMiddleware``: when an endpoint raises, the middleware sees the exception
 before any 500 is sent, and the request's deferred tasks are not run (no confirmation email for
 an order that failed). Wrapped around the whole app instead (``TaskMiddleware(Starlette(...))``),
-it would only see the 500 that ``ServerErrorMiddleware`` sends, and run them. Errors turned into
-responses by exception handlers (the 422 below) are ordinary responses either way.
+it would see the 500 that ``ServerErrorMiddleware`` sends, and a 5xx response counts as a failed
+handler: the tasks would not run either. Errors turned into responses below 500 by exception
+handlers (the 422 below) are ordinary responses either way.
 
 An endpoint gets its request's manager with ``request_tasks(request)`` (a ``Request`` is a
 mapping over its scope) and the app manager with ``app_tasks(request)``.

@@ -292,7 +292,7 @@ async def test_a_handler_that_raises_gets_a_500_and_its_deferred_tasks_end_cance
         await handles["email"].get()
     [warning] = trio_bg_records(caplog, logging.WARNING)
     assert warning.getMessage() == (
-        "GET /orders: 2 deferred task(s) not run, the response was not completed: "
+        "GET: 2 deferred task(s) not run, the response was not completed: "
         f"'cache' ({handles['cache'].id}), 'email' ({handles['email'].id})"
     )
 

@@ -24,7 +24,6 @@ from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
 
-_AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _ERROR_BODY = b"Internal Server Error"
 _ERROR_START: Message = {
@@ -51,7 +50,9 @@ class TaskMiddleware:
       manager waits for its tasks without limit (``grace_period=math.inf``); when the server
       cancels the call (Hypercorn does at its ``graceful_timeout`` on shutdown), unshielded
       request tasks stop at once and shielded ones get ``shield_timeout``. A client disconnect
-      cancels nothing.
+      cancels nothing. Deferred tasks are not run (unless ``always=True``) if the handler raised,
+      left its response incomplete, or started it with a 5xx status: they end CANCELLED and one
+      warning names them.
     - websocket and other scopes pass through untouched (``app_tasks(scope)`` works there
       through ``scope["state"]``; there is no per-connection manager).
 
@@ -157,13 +158,8 @@ class TaskMiddleware:
                 failure = exc
             finally:
                 manager._name_from_route(last=True)  # and let go of the scope
-            discarded = manager._drop_held()
-            if discarded:
-                names = ", ".join(f"{h.name!r} ({h.id})" for h in discarded)
-                logger.warning(
-                    "%s %s: %d deferred task(s) not run, the response was not completed: %s",
-                    scope.get("method"), scope.get("path"), len(discarded), names,
-                )  # fmt: skip
+            if manager._held:  # most requests hold nothing by now: one call fewer for them
+                manager._drop_deferred()
             if failure is not None and not response.started:
                 # Answer now: the call only returns once the request's tasks are done.
                 await response.send_error()
@@ -242,10 +238,9 @@ class _ResponseWatch:
                 self._manager._fire(_AFTER_RESPONSE)
         elif kind == "http.response.start":
             self.started = True
-            manager = self._manager
-            manager._status = message.get("status")
-            manager._name_from_route()
-            manager._fire(_AFTER_ROUTE)
+            # Before the server gets the message: after_route tasks start first. A 5xx status
+            # makes this a failed request (only always=True deferred tasks will run).
+            self._manager._response_started(message.get("status"))
             await self._send(message)
         else:
             await self._send(message)

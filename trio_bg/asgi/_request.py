@@ -3,8 +3,15 @@
 The timing points are an ASGI idea, so they live here: a task started at ``after_route`` or
 ``after_response`` before that point has come is *held* by the core manager (PENDING, counted,
 not running) and released by :meth:`RequestTaskManager._fire` when the middleware sees the
-point pass in the ``send`` stream. What was never released is settled by the core's
-``_drop_held``: ``always=True`` tasks run anyway, the others end CANCELLED.
+point pass in the ``send`` stream. What was never released is settled by
+:meth:`RequestTaskManager._drop_deferred` when the handler ends (the core's ``_drop_held``, and
+one warning): ``always=True`` tasks run anyway, the others end CANCELLED.
+
+A response that starts with a 5xx status counts as a failed handler: its points still come, but
+they release only ``always=True`` tasks (at their normal point); the others stay held and are
+dropped when the handler ends. Frameworks turn a handler's exception into a 500 before re-raising
+it (Starlette's ServerErrorMiddleware) or instead of raising it (Quart), so the status is what
+makes the rule hold wherever the middleware is placed.
 
 A request's manager is named after the request's method and route template (``"POST
 /pay/{order_id}"``), never its raw path, which would put unbounded names (ids, tokens) into logs,
@@ -23,6 +30,7 @@ from typing import Any, final
 
 from .._handle import ErrorHandler, TaskHandle
 from .._instruments import InstrumentSet
+from .._log import logger
 from .._manager import TaskManager
 from .._options import TaskOptions
 from .._starter import TaskStarter
@@ -33,6 +41,7 @@ _IMMEDIATE = Timing.IMMEDIATE
 _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
+_FAILED = 4  # in _fired: the response started with a 5xx status
 
 
 @final
@@ -44,7 +53,7 @@ class RequestTaskManager(TaskManager):
     """
 
     __slots__ = ("_fired", "_method", "_opened", "_request_scope", "_route", "_status")
-    _fired: int  # a bit per timing point that has come (_BITS)
+    _fired: int  # a bit per timing point that has come (_BITS), and _FAILED
     _method: str
     _route: str | None  # the route template, once the framework has routed the request
     _status: int | None  # the response status, once the response has started
@@ -99,6 +108,16 @@ class RequestTaskManager(TaskManager):
         if last:
             self._request_scope = None
 
+    def _response_started(self, status: Any) -> None:
+        """The app sent ``http.response.start`` with ``status``: note it, name the manager and
+        fire ``after_route``. A 5xx status marks the request failed first, so that from now on
+        only ``always=True`` deferred tasks are released."""
+        self._status = status
+        if isinstance(status, int) and status >= 500:
+            self._fired |= _FAILED
+        self._name_from_route()
+        self._fire(_AFTER_ROUTE)
+
     @property
     def after_route(self) -> DeferredStarter:
         """Start tasks when the handler sends ``http.response.start``."""
@@ -136,17 +155,48 @@ class RequestTaskManager(TaskManager):
     ) -> TaskHandle[Any]:
         if self._route is None:  # the first start (or no route yet): name the manager now
             self._name_from_route()
-        held = timing is not _IMMEDIATE and not self._fired & _BITS[timing]
+        if timing is _IMMEDIATE:
+            held = False
+        else:
+            # Held until its point comes; after a 5xx response start, held until the handler
+            # ends (and then dropped), unless always=True.
+            fired = self._fired
+            held = not fired & _BITS[timing] or (
+                fired & _FAILED != 0 and (options is None or not options.always)
+            )
         return self._spawn(method, name, fn, args, shield, options, timing=timing, held=held)
 
     def _fire(self, timing: Timing) -> None:
-        """The point ``timing`` has come: release the tasks held for it; later starts at that
-        point run at once."""
-        self._fired |= _BITS[timing]
+        """The point ``timing`` has come: release the tasks held for it (after a 5xx response
+        start, only the ``always=True`` ones); later starts at that point run at once (likewise).
+        """
+        fired = self._fired = self._fired | _BITS[timing]
         held = self._held
         if held:
-            for handle in [h for h in held.values() if h._timing is timing]:
+            failed = fired & _FAILED != 0
+            for handle in [
+                h for h in held.values() if h._timing is timing and (not failed or _always(h))
+            ]:
                 self._release(handle)
+
+    def _drop_deferred(self) -> None:
+        """The handler has ended: settle the deferred tasks still held (``always=True`` ones
+        run, the others end CANCELLED) and name the cancelled ones in one warning, by the
+        manager's name (method and route template, never the raw path), with the reason."""
+        dropped = self._drop_held()
+        if not dropped:
+            return
+        if self._fired & _FAILED:
+            reason = f"the response status was {self._status}"
+        else:
+            reason = "the response was not completed"
+        logger.warning(
+            "%s: %d deferred task(s) not run, %s: %s",
+            self._name,
+            len(dropped),
+            reason,
+            ", ".join(f"{h.name!r} ({h.id})" for h in dropped),
+        )
 
 
 @final
@@ -155,8 +205,9 @@ class DeferredStarter(TaskStarter):
 
     A task started here is PENDING until its timing point comes, then runs like any other; once
     the point has passed, a start runs at once. If the point never comes (the handler raised, or
-    returned without a complete response) the task is not run: it ends CANCELLED and one warning
-    names it, unless it was started with ``always=True``, which runs it anyway.
+    returned without a complete response), or the response started with a 5xx status, the task
+    is not run: it ends CANCELLED when the handler ends and one warning names it. A task started
+    with ``always=True`` runs anyway: at its point if that comes, else when the handler ends.
     """
 
     __slots__ = ("_manager", "_timing")
@@ -191,3 +242,8 @@ class DeferredStarter(TaskStarter):
 
     def __repr__(self) -> str:
         return f"<DeferredStarter {self._timing.value} of {self._manager!r}>"
+
+
+def _always(handle: TaskHandle[Any]) -> bool:
+    options = handle._options
+    return options is not None and options.always
