@@ -223,6 +223,9 @@ class DurableQueue:
         def __enter__(self) -> NoReturn:
             raise TypeError("use 'async with queue:', not 'with queue:'")
 
+        def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - never entered
+            return None
+
     def _open_worker(self, method: str) -> Worker[Any]:
         worker = self._worker
         if worker is None:
@@ -419,6 +422,11 @@ class DurableQueue:
             for spec in self._jobs.values():
                 spec.register(worker, result_ttl=self._result_ttl)
         return worker
+
+    @property
+    def redis(self) -> Any:
+        """The open queue's coredis client (``coredis.Redis``); RuntimeError if not open."""
+        return self._open_worker("redis").redis
 
     @property
     def reclaim_timeout(self) -> float:
