@@ -53,9 +53,10 @@ async def test_a_job_that_raises_fails_get_and_is_acked(redis_server: RedisServe
     with workers(redis_server) as (worker,):
         async with queue:
             failing = await queue.enqueue(jobs.fail, "no such order")
-            with trio.fail_after(15), pytest.raises(
-                JobFailed, match=r"^fail raised ValueError: no such order$"
-            ) as info:
+            with (
+                trio.fail_after(15),
+                pytest.raises(JobFailed, match=r"^fail raised ValueError: no such order$") as info,
+            ):
                 await failing.get()
             assert info.value.remote_type == "ValueError"
             assert info.value.remote_message == "no such order"
@@ -78,10 +79,13 @@ async def test_an_unserialisable_return_value_fails_the_job(redis_server: RedisS
     with workers(redis_server) as (worker,):
         async with queue:
             handle = await queue.enqueue(jobs.returns_set)
-            with trio.fail_after(15), pytest.raises(
-                JobFailed,
-                match=r"^returns_set raised TypeError: durable job 'returns_set' returned a "
-                r"value holding a set, which JSON cannot carry$",
+            with (
+                trio.fail_after(15),
+                pytest.raises(
+                    JobFailed,
+                    match=r"^returns_set raised TypeError: durable job 'returns_set' returned a "
+                    r"value holding a set, which JSON cannot carry$",
+                ),
             ):
                 await handle.get()
             assert worker.poll() is None
@@ -97,8 +101,9 @@ async def test_retry_with_backoff_then_success(redis_server: RedisServer) -> Non
                 assert await handle.get() == 3
             assert handle.attempts == 3
             failing = await queue.enqueue(jobs.flaky, "g", 5)
-            with trio.fail_after(20), pytest.raises(
-                JobFailed, match=r"^flaky raised RuntimeError: run 3 of g fails$"
+            with (
+                trio.fail_after(20),
+                pytest.raises(JobFailed, match=r"^flaky raised RuntimeError: run 3 of g fails$"),
             ):
                 await failing.get()
             assert await counts(queue, "effects", ["f", "g"]) == [3, 3]
@@ -139,9 +144,11 @@ async def test_misuse_is_refused_at_enqueue_and_nothing_is_enqueued(
             queue.enqueue_soon(object(), jobs.add, 1, 2)  # type: ignore[arg-type]
         assert await stream_state(queue) == (0, 0)
         assert await queue.redis.keys("streaq:tests:task:data:*") == set()
-    with pytest.raises(TypeError, match=r"^use 'async with queue:', not 'with queue:'$"):
-        with queue:  # type: ignore[attr-defined]
-            pass
+    with (
+        pytest.raises(TypeError, match=r"^use 'async with queue:', not 'with queue:'$"),
+        queue,  # type: ignore[attr-defined]
+    ):
+        pass
 
 
 def test_registration_misuse() -> None:

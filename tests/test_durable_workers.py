@@ -23,14 +23,14 @@ __all__ = ["redis_server"]
 pytestmark = pytest.mark.slow
 
 
-async def get_all(handles: list[DurableHandle[str]], timeout: float) -> list[str]:
+async def get_all(handles: list[DurableHandle[str]], seconds: float) -> list[str]:
     """Await every handle's ``get()`` at once; their values in order."""
     values: list[str] = [""] * len(handles)
 
     async def one(index: int) -> None:
         values[index] = await handles[index].get()
 
-    with trio.fail_after(timeout):
+    with trio.fail_after(seconds):
         async with trio.open_nursery() as nursery:
             for index in range(len(handles)):
                 nursery.start_soon(one, index)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import trio
 from coredis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +25,7 @@ def is_connection_failure(exc: BaseException) -> bool:
     failure caused.
     """
     if isinstance(exc, BaseExceptionGroup):
-        leaves = list(_leaves(exc))
+        leaves = list(_leaves(cast("BaseExceptionGroup[BaseException]", exc)))
         failures = [e for e in leaves if not isinstance(e, trio.Cancelled)]
         return bool(failures) and all(is_connection_failure(e) for e in failures)
     return isinstance(exc, _FAILURES)
@@ -38,9 +39,10 @@ def first_failure(exc: BaseException) -> BaseException:
     return exc
 
 
-def _leaves(exc: BaseException) -> Any:
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        for inner in group.exceptions:
             yield from _leaves(inner)
     else:
         yield exc

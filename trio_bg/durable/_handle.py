@@ -55,8 +55,8 @@ class DurableHandle(Generic[T_co]):
         "_id",
         "_name",
         "_outcome",
-        "_publisher",
         "_published",
+        "_publisher",
         "_queue",
         "_started_at",
         "_state",
@@ -230,10 +230,10 @@ class DurableHandle(Generic[T_co]):
             self._outcome = outcome.Value(cast("T_co", record.get("r")))
             self._finish(TaskState.SUCCEEDED, None, finished_at)
             return
-        error: Any = record.get("r")
-        detail: dict[str, Any] = (
-            error.get(ERROR_KEY, {}) if isinstance(error, dict) else {"message": str(error)}
-        )
+        error: object = record.get("r")
+        detail: dict[str, Any] = {"message": str(error)}
+        if isinstance(error, dict):
+            detail = cast("dict[str, Any]", error).get(ERROR_KEY) or {}
         remote_type = str(detail.get("type", "Exception"))
         message = str(detail.get("message", ""))
         if remote_type == CANCELLED_TYPE:

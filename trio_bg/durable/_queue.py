@@ -10,7 +10,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, TypeVarTuple, Unpack, final, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    NoReturn,
+    TypeVar,
+    TypeVarTuple,
+    Unpack,
+    cast,
+    final,
+    overload,
+)
 
 import trio
 from coredis.exceptions import ResponseError
@@ -85,16 +95,18 @@ class DurableQueue:
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(redis_url, str):
+        if not isinstance(cast(object, redis_url), str):
             raise TypeError(f"redis_url must be a str, got {type(redis_url).__name__}")
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis_url must be a redis:// URL, got {redis_url!r}")
-        if not isinstance(name, str):
+        if not isinstance(cast(object, name), str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not name or ":" in name:
             raise ValueError(f"name must be a non-empty str without ':', got {name!r}")
-        if isinstance(result_ttl, bool) or not isinstance(result_ttl, int):
-            raise TypeError(f"result_ttl must be an int of seconds, got {type(result_ttl).__name__}")
+        if isinstance(result_ttl, bool) or not isinstance(cast(object, result_ttl), int):
+            raise TypeError(
+                f"result_ttl must be an int of seconds, got {type(result_ttl).__name__}"
+            )
         if result_ttl < 1:
             raise ValueError(f"result_ttl must be >= 1, got {result_ttl}")
         self._url = redis_url
@@ -143,14 +155,15 @@ class DurableQueue:
         scheduling tick); ``timeout`` cancels an attempt after that many seconds (it then fails
         with ``TimeoutError``).
         """
-        if retry is not None and not isinstance(retry, Retry):
+        if retry is not None and not isinstance(cast(object, retry), Retry):
             raise TypeError(f"retry must be a trio_bg.Retry or None, got {type(retry).__name__}")
         checked_timeout = None if timeout is None else _positive("timeout", timeout)
-        if name is not None and (not isinstance(name, str) or not name):
+        if name is not None and (not isinstance(cast(object, name), str) or not name):
             raise ValueError(f"name must be a non-empty str or None, got {name!r}")
 
         def register(fn: F) -> F:
-            if not inspect.iscoroutinefunction(fn):
+            target: object = fn  # checked through another name: the check narrows its type
+            if not inspect.iscoroutinefunction(target):
                 reject_non_function("task", fn)
                 raise TypeError(
                     f"durable jobs must be async functions, got {type(fn).__name__} "
@@ -281,7 +294,7 @@ class DurableQueue:
         before the enqueue means the job is never enqueued. Errors in the arguments, and a
         closed queue, raise here, and nothing is started.
         """
-        if not isinstance(starter, TaskStarter):
+        if not isinstance(cast(object, starter), TaskStarter):
             raise TypeError(
                 "enqueue_soon() takes a trio_bg starter first (a manager, a group, or a timing "
                 f"point such as request_tasks(scope).after_response), got {type(starter).__name__}"
@@ -303,7 +316,7 @@ class DurableQueue:
         """Check everything, make the PENDING handle; nothing touches Redis."""
         if not callable(fn) or inspect.iscoroutine(fn):
             reject_non_function(method, fn)
-        spec = self._jobs_by_fn.get(fn)  # type: ignore[arg-type]
+        spec = self._jobs_by_fn.get(cast("Callable[..., Any]", fn))
         if spec is None:
             fn_name = getattr(fn, "__qualname__", repr(fn))
             raise ValueError(
@@ -312,7 +325,7 @@ class DurableQueue:
             )
         if delay is not None:
             check_seconds("delay", delay, allow_inf=False)
-        if key is not None and (not isinstance(key, str) or not key):
+        if key is not None and (not isinstance(cast(object, key), str) or not key):
             raise ValueError(f"key must be a non-empty str or None, got {key!r}")
         check_arguments(spec.name, args)
         self._open_worker(method)
@@ -355,16 +368,17 @@ class DurableQueue:
             task.start(delay=timedelta(seconds=delay))
         enqueue_ms = now_ms()
         data = await task.serialize(enqueue_ms)
+        published: object = None
         try:
             with trio.CancelScope(shield=True), trio.fail_after(self._enqueue_timeout):
                 try:
-                    published = await worker.publish_task(worker.redis, task, data, enqueue_ms)
+                    published = await _publish_task(worker, task, data, enqueue_ms)
                 except ResponseError as exc:
                     if "function" not in str(exc).lower():
                         raise
                     # Redis restarted without persistence: load streaq's functions again.
                     await _reload_functions(worker)
-                    published = await worker.publish_task(worker.redis, task, data, enqueue_ms)
+                    published = await _publish_task(worker, task, data, enqueue_ms)
         except BaseException as exc:
             self._raise_unavailable(exc, "enqueue")
         # 0: the key's job already existed (it is queued, delayed or running): follow that one.
@@ -382,8 +396,7 @@ class DurableQueue:
         if is_connection_failure(exc):
             cause = first_failure(exc)
             raise QueueUnavailable(
-                f"durable queue {self.name!r}: cannot reach Redis at {self._url} to {what}: "
-                f"{cause}"
+                f"durable queue {self.name!r}: cannot reach Redis at {self._url} to {what}: {cause}"
             ) from cause
         raise exc
 
@@ -441,11 +454,17 @@ class DurableQueue:
         return f"<DurableQueue {self.name!r} {self._url} {state}, {len(self._jobs)} jobs>"
 
 
+async def _publish_task(worker: Worker[Any], task: Any, data: Any, enqueue_ms: int) -> object:
+    """streaq's atomic publish (SET NX of the job's data, then XADD or ZADD for a delay):
+    0 if the job id already existed (a ``key`` whose job is active), else the entry id or 1."""
+    request: Awaitable[object] = worker.publish_task(worker.redis, task, data, enqueue_ms)
+    return await request
+
+
 async def _reload_functions(worker: Worker[Any]) -> None:
+    import streaq
     from anyio import Path
     from streaq.types import Streaq
-
-    import streaq
 
     text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
     worker._lib = await Streaq(worker.redis, code=text, replace=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -136,8 +136,9 @@ class ResultPoller:
         present = [await e for e in exists]
         for index, (handle, raw) in enumerate(zip(handles, raw_results, strict=True)):
             if raw is not None:
-                record = await worker.deserialize(raw)
-                if isinstance(record, dict) and handle._accepts(record):
+                decoded: object = await worker.deserialize(raw)
+                record = cast("dict[str, Any]", decoded) if isinstance(decoded, dict) else None
+                if record is not None and handle._accepts(record):
                     handle._seen_result(record)
                     self._handles.pop(handle.id, None)
                     continue
@@ -154,9 +155,7 @@ async def _send_aborts(worker: Worker[Any], handles: list[DurableHandle[Any]]) -
     ids = [h.id for h in handles]
     async with worker.redis.pipeline(transaction=True) as pipe:
         pipe.sadd(worker._abort_key, ids)
-        removed = [
-            [pipe.zrem(worker.queue_key + p, [i]) for p in worker.priorities] for i in ids
-        ]
+        removed = [[pipe.zrem(worker.queue_key + p, [i]) for p in worker.priorities] for i in ids]
     gone: list[str] = []
     for job_id, per_priority in zip(ids, removed, strict=True):
         if any([await r for r in per_priority]):
