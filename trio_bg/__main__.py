@@ -1,4 +1,5 @@
-"""``python -m trio_bg serve module:app`` and ``python -m trio_bg demo``."""
+"""``python -m trio_bg serve module:app``, ``python -m trio_bg demo`` and
+``python -m trio_bg worker module:queue`` (``trio_bg.durable``)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:  # python -m trio_bg worker module:queue (trio_bg.durable)
+        from .durable._cli import main as worker_main
+
+        return worker_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m trio_bg")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve an ASGI app with graceful signals")

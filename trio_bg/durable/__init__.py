@@ -1,0 +1,26 @@
+"""trio_bg.durable: jobs that outlive the process, run by workers on any number of machines.
+
+Built on streaq (Redis Streams consumer groups, acks, reclaim of jobs held by a dead worker),
+which runs on trio. JSON, never pickle. Extra ``trio-bg[durable]``. See ``docs/durable.md``.
+"""
+
+from __future__ import annotations
+
+from .._public import fixup_module_metadata as _fixup_module_metadata
+from ._exceptions import JobFailed as JobFailed
+from ._exceptions import JobLost as JobLost
+from ._exceptions import QueueUnavailable as QueueUnavailable
+from ._handle import DurableHandle as DurableHandle
+from ._queue import DurableQueue as DurableQueue
+from ._worker import run_worker as run_worker
+
+_fixup_module_metadata(__name__, globals())
+
+__all__ = [
+    "DurableHandle",
+    "DurableQueue",
+    "JobFailed",
+    "JobLost",
+    "QueueUnavailable",
+    "run_worker",
+]

@@ -1,0 +1,63 @@
+"""JobSpec: a function registered with ``@queue.task``, and how a worker runs it under streaq."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from streaq import StreaqRetry
+
+from .._retry import Retry
+from ._serialization import check_result
+
+if TYPE_CHECKING:
+    from streaq import Worker
+
+REDELIVERIES = 3
+"""Deliveries a job gets beyond its retry attempts, for runs lost with a worker (SIGKILL, a
+lost Redis). Past ``attempts + REDELIVERIES`` deliveries streaq fails the job ("Max retry
+attempts reached"), so a job that kills every worker that runs it cannot loop forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What ``@queue.task`` registered: the function, its name in Redis and its options."""
+
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    retry: Retry | None
+    timeout: float | None
+
+    def register(self, worker: Worker[Any], *, result_ttl: int) -> None:
+        """Register the job with a streaq worker, wrapped so that:
+
+        - an exception in ``retry.on`` before the last attempt becomes streaq's
+          ``StreaqRetry`` with the backoff delay (streaq re-enqueues it, delayed);
+        - any other exception, or one on the last attempt, is left to streaq, which stores it
+          as a failed result (through the JSON serializer: a plain dict) and acks the message;
+        - a return value JSON cannot carry becomes a TypeError (a failed result), instead of
+          an error while storing it, which would crash the worker and leave a poison message.
+        """
+        fn, name, retry = self.fn, self.name, self.retry
+        attempts = retry.attempts if retry is not None else 1
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                tries = registered.context.tries
+                if retry is not None and tries < retry.attempts and isinstance(exc, retry.on):
+                    delay = timedelta(seconds=retry.delay(tries))
+                    raise StreaqRetry(f"{type(exc).__name__}: {exc}", delay=delay) from exc
+                raise
+            check_result(name, result)
+            return result
+
+        registered = worker.task(
+            name=name,
+            max_tries=attempts + REDELIVERIES,
+            timeout=None if self.timeout is None else timedelta(seconds=self.timeout),
+            ttl=result_ttl,
+        )(run)

@@ -1,0 +1,66 @@
+"""JSON for durable jobs, never pickle: arguments checked at enqueue, exceptions as plain dicts."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+ERROR_KEY = "__trio_bg_error__"
+"""The key of the dict a worker stores in place of an exception a job raised."""
+
+
+def type_name(cls: type) -> str:
+    """``ValueError`` for a builtin, ``package.module.Class`` for anything else."""
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, BaseException):
+        return {
+            ERROR_KEY: {
+                "type": type_name(type(value)),
+                "message": str(value),
+                "traceback": "".join(traceback.format_exception(value)),
+            }
+        }
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: object) -> str:
+    """JSON text for streaq's records; an exception becomes ``{ERROR_KEY: {type, message,
+    traceback}}``, so a job that raised can always be stored and acked (never a poison
+    message)."""
+    return json.dumps(value, default=_encode, separators=(",", ":"))
+
+
+def loads(raw: str | bytes) -> Any:
+    return json.loads(raw)
+
+
+def check_arguments(job_name: str, args: Sequence[object]) -> None:
+    """Raise TypeError naming the first argument JSON cannot carry, and the type it holds."""
+    for index, arg in enumerate(args):
+
+        def refuse(value: object, index: int = index) -> object:
+            raise TypeError(
+                f"argument {index} of durable job {job_name!r} holds a "
+                f"{type(value).__name__}, which JSON cannot carry (durable jobs never pickle)"
+            )
+
+        json.dumps(arg, default=refuse)
+
+
+def check_result(job_name: str, value: object) -> None:
+    """Raise TypeError if the value a job returned cannot be stored as JSON."""
+
+    def refuse(inner: object) -> object:
+        raise TypeError(
+            f"durable job {job_name!r} returned a value holding a {type(inner).__name__}, "
+            "which JSON cannot carry"
+        )
+
+    json.dumps(value, default=refuse)

@@ -1,0 +1,94 @@
+"""run_worker: a streaq worker for a queue, kept running through Redis outages, stopped by signal.
+
+streaq's worker exits with an error as soon as Redis goes away. ``run_worker`` supervises it:
+a lost Redis is logged and the worker is built and started again after a backoff (0.1 s,
+doubling up to ``max_backoff``), with a fresh client. Jobs the lost worker held stay in the
+stream's pending list and are reclaimed after the reclaim timeout, by this worker or another.
+
+Signals: while streaq runs, its own handler takes SIGTERM and SIGINT: it stops reading the
+stream, gives running jobs up to ``grace`` seconds to finish (then cancels them; they are
+re-delivered at once), and returns; ``run_worker`` then returns. Outside that (starting,
+backing off) ``run_worker``'s own receiver takes them and returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from itertools import count
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._checks import check_count, check_seconds
+from ._connection import first_failure, is_connection_failure
+
+if TYPE_CHECKING:
+    from ._queue import DurableQueue
+
+logger = logging.getLogger("trio_bg.durable")
+
+_STABLE = 10.0
+"""A worker that ran this many seconds before losing Redis starts again at the first backoff."""
+
+
+async def run_worker(
+    queue: DurableQueue,
+    *,
+    concurrency: int = 16,
+    grace: float = 30.0,
+    max_backoff: float = 5.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run jobs of ``queue`` until SIGTERM or SIGINT; ``python -m trio_bg worker`` calls this.
+
+    Args:
+        queue: the queue whose jobs to run (its registered jobs, its Redis, its reclaim timeout).
+        concurrency: jobs run at once in this process.
+        grace: seconds running jobs get to finish after a signal (whole seconds, rounded up).
+        max_backoff: the longest wait between two attempts to reach Redis.
+
+    Returns after a signal, once running jobs have finished (or the grace ran out). Errors
+    other than a lost Redis propagate. Cancelling the call cancels the worker at once: running
+    jobs are re-delivered after the reclaim timeout.
+    """
+    check_count("concurrency", concurrency, 1)
+    check_seconds("grace", grace, allow_inf=False)
+    check_seconds("max_backoff", max_backoff, allow_inf=False)
+    prefix = f"{socket.gethostname()}-{os.getpid()}"
+    backoff = 0.1
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        for attempt in count(1):
+            worker = queue.streaq_worker(
+                concurrency=concurrency,
+                grace=grace,
+                worker_id=f"{prefix}-{attempt}",
+                register=True,
+            )
+            started = time.monotonic()
+            try:
+                await worker.run_async()
+            except (Exception, BaseExceptionGroup) as exc:
+                if not is_connection_failure(exc):
+                    raise
+                if time.monotonic() - started > _STABLE:
+                    backoff = 0.1
+                logger.warning(
+                    "worker %s lost Redis (%s); starting again in %.1f s",
+                    worker.id,
+                    first_failure(exc),
+                    backoff,
+                )
+            else:
+                logger.info("worker %s stopped", worker.id)
+                return
+            with trio.move_on_after(backoff):
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    logger.info("worker: %s while reconnecting; stopping", name)
+                    return
+            backoff = min(backoff * 2, max_backoff)
