@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="serve an ASGI app with graceful signals")
     serve_cmd.add_argument("app", help="module:attribute of the ASGI app")
     demo_cmd = commands.add_parser("demo", help="serve the demo app")
+    # Listed for --help only: main() hands "worker" to trio_bg.durable's own parser above.
+    commands.add_parser(
+        "worker", help="run a trio_bg.durable queue's jobs (python -m trio_bg worker --help)"
+    )
     for command in (serve_cmd, demo_cmd):
         command.add_argument(
             "--bind", action="append", help="host:port (repeatable; default 127.0.0.1:8000)"
