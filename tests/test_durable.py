@@ -7,7 +7,6 @@ failure scenarios are in ``test_durable_workers.py``.
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Any
 
@@ -186,10 +185,6 @@ async def test_redis_down_at_enqueue_raises_quickly_and_enqueues_nothing(
         assert await queue.redis.keys("streaq:tests:task:data:*") == set()
 
 
-# coredis 6.9 leaves a failed connection's anyio memory streams unclosed (ResourceWarning when
-# collected); collected here, so they cannot surface in a later test.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_redis_down_at_open_raises_queue_unavailable(redis_server: RedisServer) -> None:
     queue = jobs.make_queue(redis_server.url, enqueue_timeout=2)
     redis_server.stop()
@@ -197,7 +192,6 @@ async def test_redis_down_at_open_raises_queue_unavailable(redis_server: RedisSe
         async with queue:
             pass
     assert not queue.is_open
-    gc.collect()
 
 
 async def test_key_names_one_job_while_it_is_queued(redis_server: RedisServer) -> None:
