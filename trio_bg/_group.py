@@ -182,6 +182,10 @@ class TaskGroup(TaskStarter):
             return
         try:
             await self._wait()
+            # A task ended by KeyboardInterrupt / SystemExit has passed it to the manager's
+            # nursery, which cancels the body: stop here rather than run on to the next
+            # checkpoint (no wait when nothing was cancelled).
+            await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._cancel_unshielded()
             raise
