@@ -111,26 +111,25 @@ def check_arguments(method: str, name: str, fn: Callable[..., Any], args: tuple[
 
 
 def _unwrap(
-    fn: object, args: tuple[Any, ...]
-) -> tuple[object, tuple[Any, ...], dict[str, Any]]:
+    fn: Callable[..., Any], args: tuple[Any, ...]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
     """The Python function (or class) that a call of ``fn(*args)`` binds its arguments to, and
     the arguments it gets: a partial's own, a bound method's ``self``, a callable's ``self``."""
     kwargs = _NO_KEYWORDS
     while True:
         if isinstance(fn, functools.partial):
-            partial = cast("functools.partial[Any]", fn)
-            if partial.keywords:
-                kwargs = {**partial.keywords, **kwargs}
-            args = (*partial.args, *args)
-            fn = partial.func
-        elif type(fn) is types.MethodType:
+            if fn.keywords:
+                kwargs = {**fn.keywords, **kwargs}
+            args = (*fn.args, *args)
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
             args = (fn.__self__, *args)
             fn = fn.__func__
         elif type(fn) is types.FunctionType or isinstance(fn, type):
             return fn, args, kwargs
         else:
-            call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
-            if type(call) is not types.FunctionType:
+            call: object = getattr(type(fn), "__call__", None)  # noqa: B004 - the method
+            if not isinstance(call, types.FunctionType):
                 return fn, args, kwargs  # a builtin or C callable: not checked
             args = (fn, *args)
             fn = call
@@ -196,7 +195,7 @@ def _call_error(
         params.append(f"**{names[extra]}")
     namespace: dict[str, Any] = {}
     try:
-        exec(f"def stub({', '.join(params)}): pass", namespace)  # noqa: S102 - names from a code object
+        exec(f"def stub({', '.join(params)}): pass", namespace)  # the names come from a code object
     except SyntaxError:  # pragma: no cover - a code object made by hand
         return f"{code.co_qualname}() cannot take these arguments"
     stub = cast("types.FunctionType", namespace["stub"])
@@ -215,20 +214,16 @@ def _call_error(
 def _class_error(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """The reason ``cls(*args, **kwargs)`` would fail to bind, for a class whose ``__new__`` and
     ``__init__`` are Python functions or object's own; None when it fits or cannot be told."""
-    if type(cls).__call__ is not type.__call__:  # noqa: B004 - a metaclass decides the call
+    if type(cls).__call__ is not type.__call__:  # a metaclass decides the call
         return None
-    new = cls.__new__
-    init = cls.__init__
-    own_new = new is not object.__new__
-    own_init = init is not object.__init__  # type: ignore[misc]
-    if not own_new and not own_init:
-        if args or kwargs:
-            return f"{cls.__qualname__}() takes no arguments"
-        return None
+    new: object = cls.__new__
+    init: object = getattr(cls, "__init__")  # noqa: B009 - mypy refuses cls.__init__
+    if new is object.__new__ and init is object.__init__:
+        return f"{cls.__qualname__}() takes no arguments" if args or kwargs else None
     for method, first in ((new, cls), (init, None)):
-        if method is object.__new__ or method is object.__init__:  # type: ignore[comparison-overlap]
-            continue
-        if type(method) is not types.FunctionType:
+        if method is object.__new__ or method is object.__init__:
+            continue  # object's own ignores the arguments when the other one is overridden
+        if not isinstance(method, types.FunctionType):
             return None  # a C __new__ or __init__ (a builtin base class): not checked
         if not fits(method, len(args) + 1, kwargs):
             return _call_error(method, (first, *args), kwargs)

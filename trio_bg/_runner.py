@@ -157,7 +157,7 @@ def _interrupt_name(exc: BaseException) -> str:
         group = cast("BaseExceptionGroup[BaseException]", exc)
         found = group.subgroup((KeyboardInterrupt, SystemExit))
         assert found is not None
-        return f"{type(first_leaf(found)).__name__} (in {type(exc).__name__})"
+        return f"{type(first_leaf(found)).__name__} (in {type(group).__name__})"
     return type(exc).__name__
 
 
