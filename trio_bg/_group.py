@@ -28,9 +28,10 @@ class TaskGroup(TaskStarter):
 
     The tasks run in the manager's nursery (so the manager's caps, shielding and close rules apply
     and they show in ``active_tasks``); the group only tracks them. Leaving the block waits for
-    all of them. If the block raises, or is cancelled while waiting, the group's unshielded tasks
-    are cancelled and the exception propagates at once; the manager still owns and waits for
-    them. Made by :meth:`TaskManager.open_group`, never by hand.
+    all of them, then checks for cancellation (a task's KeyboardInterrupt has cancelled the
+    manager's nursery: the body stops there). If the block raises, or is cancelled while waiting,
+    the group's unshielded tasks are cancelled and the exception propagates at once; the manager
+    still owns and waits for them. Made by :meth:`TaskManager.open_group`, never by hand.
     """
 
     __slots__ = ("_done", "_entered", "_exited", "_handles", "_manager", "_name", "_unfinished")
