@@ -89,13 +89,13 @@ def check_arguments(method: str, name: str, fn: Callable[..., Any], args: tuple[
     exactly by ``args`` (or for any other kind of callable): the per-task cost of the common case
     is the two comparisons in ``_spawn``.
     """
-    target, args, kwargs = _unwrap(fn, args)
+    target, npos, kwargs = _unwrap(fn, len(args))
     if type(target) is types.FunctionType:
-        if fits(target, len(args), kwargs):
+        if fits(target, npos, kwargs):
             return
-        reason = _call_error(target, args, kwargs)
+        reason = _call_error(target, npos, kwargs)
     elif isinstance(target, type):
-        reason = _class_error(target, args, kwargs)
+        reason = _class_error(target, npos, kwargs)
     else:
         return
     if reason is None:
@@ -110,28 +110,31 @@ def check_arguments(method: str, name: str, fn: Callable[..., Any], args: tuple[
     raise TypeError(f"{method}() cannot start {name!r}: {reason}")
 
 
-def _unwrap(
-    fn: Callable[..., Any], args: tuple[Any, ...]
-) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """The Python function (or class) that a call of ``fn(*args)`` binds its arguments to, and
-    the arguments it gets: a partial's own, a bound method's ``self``, a callable's ``self``."""
+def _unwrap(fn: Callable[..., Any], npos: int) -> tuple[Callable[..., Any], int, dict[str, Any]]:
+    """The Python function (or class) that a call of ``fn`` with ``npos`` positional arguments
+    binds its arguments to, how many positional arguments it gets (a partial's own, a bound
+    method's ``self``, a callable object's ``self`` added) and the keywords (a partial's).
+
+    Counts, not the arguments: binding depends only on how many there are and on the keywords'
+    names, and no tuple is built for a start that fits.
+    """
     kwargs = _NO_KEYWORDS
     while True:
         if isinstance(fn, functools.partial):
             if fn.keywords:
                 kwargs = {**fn.keywords, **kwargs}
-            args = (*fn.args, *args)
+            npos += len(fn.args)
             fn = fn.func
         elif isinstance(fn, types.MethodType):
-            args = (fn.__self__, *args)
+            npos += 1
             fn = fn.__func__
         elif type(fn) is types.FunctionType or isinstance(fn, type):
-            return fn, args, kwargs
+            return fn, npos, kwargs
         else:
             call: object = getattr(type(fn), "__call__", None)  # noqa: B004 - the method
             if not isinstance(call, types.FunctionType):
-                return fn, args, kwargs  # a builtin or C callable: not checked
-            args = (fn, *args)
+                return fn, npos, kwargs  # a builtin or C callable: not checked
+            npos += 1
             fn = call
 
 
@@ -142,13 +145,15 @@ def fits(fn: types.FunctionType, npos: int, kwargs: Mapping[str, object]) -> boo
     ``inspect.signature(fn).bind`` (a property test checks it) at a fraction of its cost.
     """
     code = fn.__code__
-    flags = code.co_flags
     argcount = code.co_argcount
+    kwonly = code.co_kwonlyargcount
+    if npos == argcount and not kwonly and not kwargs:
+        return True  # every parameter filled by position: a bound method's usual start
+    flags = code.co_flags
     if npos > argcount and not flags & _CO_VARARGS:
         return False
     names = code.co_varnames
     posonly = code.co_posonlyargcount
-    kwonly = code.co_kwonlyargcount
     if kwargs:
         named = names[posonly : argcount + kwonly]  # what a keyword may name
         for key in kwargs:
@@ -171,11 +176,10 @@ def fits(fn: types.FunctionType, npos: int, kwargs: Mapping[str, object]) -> boo
     return True
 
 
-def _call_error(
-    fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str | None:
-    """Python's own message for calling ``fn`` with these arguments, got by calling a stub with
-    the same parameters, names and defaults (its body never runs the function's code)."""
+def _call_error(fn: types.FunctionType, npos: int, kwargs: dict[str, Any]) -> str | None:
+    """Python's own message for calling ``fn`` with ``npos`` positional arguments and
+    ``kwargs``, got by calling a stub with the same parameters, names and defaults (its body is
+    ``pass``: nothing of the function runs)."""
     code = fn.__code__
     names = code.co_varnames
     argcount = code.co_argcount
@@ -205,13 +209,13 @@ def _call_error(
     stub.__defaults__ = fn.__defaults__
     stub.__kwdefaults__ = fn.__kwdefaults__
     try:
-        stub(*args, **kwargs)
+        stub(*(None,) * npos, **kwargs)
     except TypeError as exc:
         return str(exc)
     return None  # pragma: no cover - fits() said no: they disagree, so let the call decide
 
 
-def _class_error(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+def _class_error(cls: type, npos: int, kwargs: dict[str, Any]) -> str | None:
     """The reason ``cls(*args, **kwargs)`` would fail to bind, for a class whose ``__new__`` and
     ``__init__`` are Python functions or object's own; None when it fits or cannot be told."""
     if type(cls).__call__ is not type.__call__:  # a metaclass decides the call
@@ -219,12 +223,12 @@ def _class_error(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> st
     new: object = cls.__new__
     init: object = getattr(cls, "__init__")  # noqa: B009 - mypy refuses cls.__init__
     if new is object.__new__ and init is object.__init__:
-        return f"{cls.__qualname__}() takes no arguments" if args or kwargs else None
-    for method, first in ((new, cls), (init, None)):
+        return f"{cls.__qualname__}() takes no arguments" if npos or kwargs else None
+    for method in (new, init):
         if method is object.__new__ or method is object.__init__:
             continue  # object's own ignores the arguments when the other one is overridden
         if not isinstance(method, types.FunctionType):
             return None  # a C __new__ or __init__ (a builtin base class): not checked
-        if not fits(method, len(args) + 1, kwargs):
-            return _call_error(method, (first, *args), kwargs)
+        if not fits(method, npos + 1, kwargs):  # + the class, or the instance
+            return _call_error(method, npos + 1, kwargs)
     return None
