@@ -89,6 +89,14 @@ def check_arguments(method: str, name: str, fn: Callable[..., Any], args: tuple[
     exactly by ``args`` (or for any other kind of callable): the per-task cost of the common case
     is the two comparisons in ``_spawn``.
     """
+    if isinstance(fn, types.MethodType):
+        # The usual bound method, filled by position, checked inline (P1 with a bound method:
+        # +720 instructions per task over no check, against +3,900 through _unwrap; callgrind).
+        func = fn.__func__
+        if type(func) is types.FunctionType:
+            code = func.__code__
+            if code.co_argcount == len(args) + 1 and not code.co_kwonlyargcount:
+                return
     target, npos, kwargs = _unwrap(fn, len(args))
     if type(target) is types.FunctionType:
         if fits(target, npos, kwargs):
