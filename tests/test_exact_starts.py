@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import trio_bg
 from trio_bg import TaskHandle, TaskManager, TaskStarter, TaskStatistics
-from trio_bg._callables import check_arguments, fits
+from trio_bg._callables import callable_name, check_arguments, fits
 from trio_bg.asgi import TaskMiddleware, request_tasks
 
 NOTHING = TaskStatistics(0, 0, 0, 0, 0, 0, 0)
@@ -39,7 +39,11 @@ async def send_email(addr: str) -> str:
     return f"sent to {addr}"
 
 
-def render(page: str, *, size: int) -> str:  # sync: runs in a worker thread
+def area(width: int, height: int) -> int:  # sync: runs in a worker thread
+    return width * height
+
+
+def render(page: str, *, size: int) -> str:
     return f"{page}@{size}"
 
 
@@ -86,6 +90,14 @@ KINDS: list[
     ),
     (
         "sync function",
+        area,
+        (2, 3),
+        6,
+        (2,),
+        "area() missing 1 required positional argument: 'height'",
+    ),
+    (
+        "sync partial",
         functools.partial(render, size=2),
         ("home",),
         "home@2",
@@ -136,11 +148,11 @@ KINDS: list[
         "class",
         Report,
         (5,),
-        None,
+        Report,  # an instance of it
         (),
         "Report.__init__() missing 1 required positional argument: 'month'",
     ),
-    ("class without __init__", Empty, (), None, (1,), "Empty() takes no arguments"),
+    ("class without __init__", Empty, (), Empty, (1,), "Empty() takes no arguments"),
 ]
 KIND_IDS = [kind[0] for kind in KINDS]
 
@@ -204,7 +216,7 @@ def refused(
 
 
 def name_of(fn: Callable[..., Any]) -> str:
-    return trio_bg._callables.callable_name(fn)
+    return callable_name(fn)
 
 
 async def refuse_on_every_start(
@@ -247,10 +259,10 @@ async def test_manager_and_group_refuse_at_the_call_and_run_the_good_start(
             handle = group.start_soon(fn, *good)
         assert tm.statistics() == dataclasses.replace(NOTHING, started=1, succeeded=1)
     result = await handle.get()
-    if value is not None:
-        assert result == value
+    if isinstance(value, type):
+        assert type(result) is value
     else:
-        assert isinstance(result, (str, Report, Empty))
+        assert result == value
 
 
 async def test_add_task_says_that_its_keywords_go_to_the_function() -> None:
