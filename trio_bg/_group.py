@@ -28,9 +28,10 @@ class TaskGroup(TaskStarter):
 
     The tasks run in the manager's nursery (so the manager's caps, shielding and close rules apply
     and they show in ``active_tasks``); the group only tracks them. Leaving the block waits for
-    all of them. If the block raises, or is cancelled while waiting, the group's unshielded tasks
-    are cancelled and the exception propagates at once; the manager still owns and waits for
-    them. Made by :meth:`TaskManager.open_group`, never by hand.
+    all of them, then checks for cancellation (a task's KeyboardInterrupt has cancelled the
+    manager's nursery: the body stops there). If the block raises, or is cancelled while waiting,
+    the group's unshielded tasks are cancelled and the exception propagates at once; the manager
+    still owns and waits for them. Made by :meth:`TaskManager.open_group`, never by hand.
     """
 
     __slots__ = ("_done", "_entered", "_exited", "_handles", "_manager", "_name", "_unfinished")
@@ -182,6 +183,10 @@ class TaskGroup(TaskStarter):
             return
         try:
             await self._wait()
+            # A task ended by KeyboardInterrupt / SystemExit has passed it to the manager's
+            # nursery, which cancels the body: stop here rather than run on to the next
+            # checkpoint (no wait when nothing was cancelled).
+            await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._cancel_unshielded()
             raise

@@ -4,20 +4,24 @@
 inside the task's own cancel scope (with a timeout per attempt and retries where asked; in a
 worker thread for a sync function), captures the result or the exception, runs the error
 handler, and ends the handle through the manager's lifecycle. A task's exception never reaches
-the nursery: only an outer cancellation, KeyboardInterrupt or SystemExit pass through.
+the nursery: only an outer cancellation, KeyboardInterrupt or SystemExit pass through (the last
+two also from inside the task's own exception group). A failure is logged once: with its
+traceback, trimmed of trio_bg's and trio's own frames above the task's function; a timeout as
+one line.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import types
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import outcome
 import trio
 
-from ._cancellation import all_cancelled, separate_cancelled
+from ._cancellation import all_cancelled, first_leaf, separate_cancelled
 from ._log import logger
 from ._state import TaskState
 from ._threads import run_in_thread
@@ -71,12 +75,13 @@ async def run_task(manager: TaskManager, handle: TaskHandle[Any]) -> None:
             manager._task_finished(handle, _CANCELLED, report=True)
             raise
         _strip_own_frames(exc)
+        if _is_interrupt(exc):
+            _interrupted(manager, handle, exc)
+            raise  # unchanged, with any cancellation it carries: the nursery sees it all
         failure, cancelled = separate_cancelled(exc)
         await _fail(manager, handle, failure)
         if cancelled is not None:
             raise cancelled from None
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
         return
     if scope.cancelled_caught or not ran:
         cause = getattr(handle, "_result", None)
@@ -102,8 +107,11 @@ async def _attempt(
         try:
             if timeout is None:
                 return await _call(manager, handle, fn, args)
-            with trio.fail_after(timeout):
+            # trio.fail_after, but the TooSlowError is raised here, from nothing: its context
+            # would be the Cancelled with trio's whole cancellation path (~30 lines in a log).
+            with trio.move_on_after(timeout):
                 return await _call(manager, handle, fn, args)
+            raise trio.TooSlowError  # the deadline cancelled the call; no text, like trio's
         except Exception as exc:
             if retry is None or attempt >= retry.attempts or not isinstance(exc, retry.on):
                 raise
@@ -124,15 +132,66 @@ async def _call(
     return await run_in_thread(manager, handle, fn, args)
 
 
-async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseException) -> None:
-    """Record a failure: log it, run the error handler once, then finish the handle FAILED."""
+def _is_interrupt(exc: BaseException) -> bool:
+    """KeyboardInterrupt or SystemExit, alone or anywhere in an exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        return group.subgroup((KeyboardInterrupt, SystemExit)) is not None
+    return isinstance(exc, KeyboardInterrupt | SystemExit)
+
+
+def _interrupted(manager: TaskManager, handle: TaskHandle[Any], exc: BaseException) -> None:
+    """A KeyboardInterrupt or SystemExit ended the task: FAILED with it, logged in one line, no
+    error handler (the interrupt is not the task's failure to handle, and must not wait)."""
     handle._result = outcome.Error(exc)
-    logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
+    logger.error(
+        "task %r (%s) was interrupted by %s, which propagates",
+        handle._name, handle.id, _interrupt_name(exc),
+    )  # fmt: skip
+    manager._task_finished(handle, _FAILED, report=False)
+
+
+def _interrupt_name(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        found = group.subgroup((KeyboardInterrupt, SystemExit))
+        assert found is not None
+        return f"{type(first_leaf(found)).__name__} (in {type(group).__name__})"
+    return type(exc).__name__
+
+
+def _timed_out(handle: TaskHandle[Any], exc: BaseException) -> float | None:
+    """The task's timeout if ``exc`` is the TooSlowError :func:`_attempt` raised for it (raised
+    from nothing, with no text and only trio_bg's frames, which are stripped), else None."""
+    options = handle._options
+    if (
+        type(exc) is trio.TooSlowError
+        and exc.__traceback__ is None
+        and not exc.args
+        and options is not None
+        and options.timeout is not None
+    ):
+        return options.timeout
+    return None
+
+
+async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseException) -> None:
+    """Record a failure: log it, run the error handler once, then finish the handle FAILED.
+
+    The log is one ERROR record on ``trio_bg``: ``task 'x' (task-1) failed`` with the traceback,
+    or, for the task's own timeout, ``task 'x' (task-1) timed out after 2 s`` and no traceback.
+    """
+    handle._result = outcome.Error(exc)
+    timeout = _timed_out(handle, exc)
+    if timeout is None:
+        logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
+    else:
+        logger.error("task %r (%s) timed out after %g s", handle._name, handle.id, timeout)
     handler = manager._on_error
     if handle._options is not None and handle._options.on_error is not None:
         handler = handle._options.on_error
     try:
-        if handler is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        if handler is not None:
             # The handler runs under the task's rules: a scope of its own (so cancel(),
             # cancel_all() and the close reach it), shielded like the task, and capped by the
             # shutdown's shield deadline.
@@ -153,13 +212,30 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
         manager._task_finished(handle, _FAILED, report=False)
 
 
+def _with_nested(*codes: types.CodeType) -> Iterator[types.CodeType]:
+    for code in codes:
+        yield code
+        yield from _with_nested(*(c for c in code.co_consts if isinstance(c, types.CodeType)))
+
+
+# trio_bg's own frames (run_in_thread's too: it refers to the handle), and those between them
+# and a sync function in its worker thread: trio.to_thread.run_sync with its inner functions, and
+# outcome's unwrap of the thread's result.
 _OWN_CODES = frozenset(
-    {run_task.__code__, _attempt.__code__, _call.__code__, run_in_thread.__code__}
+    _with_nested(
+        run_task.__code__,
+        _attempt.__code__,
+        _call.__code__,
+        run_in_thread.__code__,
+        trio.to_thread.run_sync.__code__,
+        outcome.Error.unwrap.__code__,
+    )
 )
 
 
 def _strip_own_frames(exc: BaseException) -> None:
-    """Drop trio_bg's own frames from the top of a task's traceback.
+    """Drop trio_bg's own frames from the top of a task's traceback, and trio's thread machinery
+    above a sync function.
 
     The user sees where their function failed (or waited, for a cancellation), and the traceback
     holds no frame that refers to the handle, so a finished handle is freed by reference counting.

@@ -3,8 +3,9 @@
 Positional arguments are typed with a TypeVarTuple, so a type checker catches a wrong argument;
 the options are keyword-only; keyword arguments for the function go through ``add_task`` or
 ``functools.partial``. Every start is synchronous, like trio's ``nursery.start_soon``: it returns a
-:class:`~trio_bg.TaskHandle` at once, or raises before anything is started. Each kind of starter
-implements one method, :meth:`TaskStarter._start`, with the options named.
+:class:`~trio_bg.TaskHandle` at once, or raises before anything is started (arguments that the
+function cannot take included, as a direct call would). Each kind of starter implements one
+method, :meth:`TaskStarter._start`, with the options named.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ class TaskStarter:
 
         Raises:
             TaskRejected: the manager is closed, its pending queue is full, or its cap reached.
-            TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option).
+            TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option,
+                arguments that ``fn`` cannot take: checked here, with Python's own reason).
         """
         options = None
         if timeout is not None or retry is not None or on_error is not None or key is not None:
@@ -176,7 +178,8 @@ class TaskStarter:
 
         On a request manager the task runs after the response (like Starlette's
         ``BackgroundTasks``); elsewhere it starts at once. It takes no options: use
-        :meth:`start_soon_named` for those.
+        :meth:`start_soon_named` for those. Arguments that ``fn`` cannot take (an option name
+        such as ``timeout=`` included) raise TypeError here, not after the response.
         """
         name = callable_name(fn) if callable(fn) else ""
         if kwargs and callable(fn):
