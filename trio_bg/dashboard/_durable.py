@@ -42,7 +42,8 @@ def check_queues(queues: object) -> tuple[DurableQueue, ...]:
     """``queues`` as a tuple of distinct DurableQueue; TypeError naming what else it got."""
     if isinstance(queues, str | bytes) or not isinstance(queues, Iterable):
         raise TypeError(
-            f"queues must be an iterable of trio_bg.durable.DurableQueue, got {type(queues).__name__}"
+            "queues must be an iterable of trio_bg.durable.DurableQueue, "
+            f"got {type(queues).__name__}"
         )
     listed = list(cast("Iterable[object]", queues))
     if not listed:
@@ -109,7 +110,9 @@ class DurableSection:
         """The reading is too old, or a queue opened since it was taken."""
         if time.monotonic() - self._read_at >= MAX_AGE:
             return bool(self.queues)
-        return any(q.is_open and r is None for q, r in zip(self.queues, self._readings, strict=True))
+        return any(
+            q.is_open and r is None for q, r in zip(self.queues, self._readings, strict=True)
+        )
 
     @staticmethod
     async def _read_one(queue: DurableQueue, index: int, readings: list[Json | None]) -> None:

@@ -36,8 +36,9 @@ class DurableHandle(Generic[T_co]):
     Made by :meth:`DurableQueue.enqueue` and :meth:`DurableQueue.enqueue_soon`; it implements
     :class:`trio_bg.TaskHandleLike`. Its ``state`` is what this process last saw: the queue's
     result poller refreshes the state of every unfinished handle that is still referenced: every
-    ``poll_interval`` seconds while a task awaits it, about every 20 of those otherwise. ``attempts`` counts the worker
-    deliveries (retries, and re-deliveries after a worker died) once the job has finished.
+    ``poll_interval`` seconds while a task awaits it, about every 20 of those otherwise.
+    ``attempts`` counts the worker deliveries (retries, and re-deliveries after a worker died)
+    once the job has finished.
 
     Ids start with ``job-``, so :func:`trio_bg.find_task` never mistakes one for a task of this
     process.

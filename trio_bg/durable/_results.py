@@ -10,9 +10,10 @@ What a round asks about: every handle that somebody is **awaiting** (``get()``/`
 a slice of the others, so that each of those is asked about once every :data:`SWEEP_ROUNDS`
 rounds (their ``state`` is refreshed that often). A process that holds thousands of handles it
 does not await therefore costs a round a twentieth of them, not all of them. A lost job (Redis
-has neither it nor its result) is noticed within 20 rounds if awaited, 400 otherwise. A round runs at once when a handle starts being waited on (a finished job answers
-in one round trip) and otherwise every ``poll_interval`` seconds while any handle is unfinished;
-with none, the loop sleeps.
+has neither it nor its result) is noticed within 20 rounds if awaited, 400 otherwise. A round
+runs at once when a handle starts being waited on (a finished job answers in one round trip) and
+otherwise every ``poll_interval`` seconds while any handle is unfinished; with none, the loop
+sleeps.
 
 Aborts requested by ``handle.cancel()`` are sent by the same loop (SADD to streaq's abort set;
 a delayed job is also taken off the delayed queue and its data deleted).
@@ -61,6 +62,8 @@ class ResultPoller:
         self._wake = trio.Event()
         self._sweep_at = 0
         """Where the next slice of the handles nobody awaits starts."""
+        self._sweeps = 0
+        """Passes begun over the handles nobody awaits."""
         self._rounds = 0
         self._closed = False
 
@@ -160,21 +163,27 @@ class ResultPoller:
         for handle in self._handles.values():
             if not handle._state.done:
                 (awaited if handle.id in self._awaited else others).append(handle)
-        swept = self._sweep(others)
+        swept, check_swept = self._sweep(others)
         for start in range(0, len(awaited), _CHUNK):
             await self._poll(worker, awaited[start : start + _CHUNK], check_missing)
         for start in range(0, len(swept), _CHUNK):
-            await self._poll(worker, swept[start : start + _CHUNK], check_missing)
+            await self._poll(worker, swept[start : start + _CHUNK], check_swept)
 
-    def _sweep(self, others: list[DurableHandle[Any]]) -> list[DurableHandle[Any]]:
-        """The next slice of the handles nobody awaits: each comes up about every SWEEP_ROUNDS."""
+    def _sweep(self, others: list[DurableHandle[Any]]) -> tuple[list[DurableHandle[Any]], bool]:
+        """The next slice of the handles nobody awaits (each comes up about every
+        SWEEP_ROUNDS rounds), and whether to check that their jobs exist (every SWEEP_ROUNDS
+        passes over them all)."""
         if not others:
             self._sweep_at = 0
-            return []
+            return [], False
         size = math.ceil(len(others) / SWEEP_ROUNDS)
-        start = self._sweep_at if self._sweep_at < len(others) else 0
+        start = self._sweep_at
+        if start >= len(others):
+            start = 0
+        if start == 0:
+            self._sweeps += 1
         self._sweep_at = start + size
-        return others[start : start + size]
+        return others[start : start + size], self._sweeps % SWEEP_ROUNDS == 0
 
     async def _poll(
         self, worker: Worker[Any], handles: list[DurableHandle[Any]], check_missing: bool
