@@ -206,10 +206,9 @@ async def test_many_clients_share_one_read_per_second(
     async def ask(client: httpx.AsyncClient) -> None:
         entries.append(await queue_entry(client))
 
-    async with client_of(dashboard) as client, queue:
-        async with trio.open_nursery() as nursery:
-            for _ in range(20):
-                nursery.start_soon(ask, client)
+    async with client_of(dashboard) as client, queue, trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(ask, client)
     assert reads == 1
     assert len(entries) == 20
     assert all(e == entries[0] for e in entries)
