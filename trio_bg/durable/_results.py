@@ -189,7 +189,9 @@ class ResultPoller:
         self, worker: Worker[Any], handles: list[DurableHandle[Any]], check_missing: bool
     ) -> None:
         ids = [h.id for h in handles]
-        async with worker.redis.pipeline(transaction=False) as pipe:
+        # One transaction: a job that finishes between the MGET and the EXISTS of a pipeline
+        # would otherwise look lost (no result read, no data left).
+        async with worker.redis.pipeline(transaction=True) as pipe:
             results = pipe.mget([worker.results_key + i for i in ids])
             running = pipe.smismember(worker._running_set, ids)
             exists = [pipe.exists([worker.task_key + i]) for i in ids] if check_missing else []
