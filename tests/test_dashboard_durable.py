@@ -9,7 +9,6 @@ processes move the numbers) until it shows what they expect, then assert it exac
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -144,10 +143,6 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
             )
 
 
-# coredis 6.9 leaves a failed connection's anyio memory streams unclosed (ResourceWarning when
-# collected); see test_durable.py.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_a_stopped_redis_shows_the_queue_unavailable_and_the_rest_answers(
     redis_server: RedisServer, dashboards: list[Dashboard]
 ) -> None:
@@ -184,7 +179,6 @@ async def test_a_stopped_redis_shows_the_queue_unavailable_and_the_rest_answers(
                 "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0,
             },
         )  # fmt: skip
-    gc.collect()  # here, where the warnings are ignored, not in a later test
 
 
 async def test_many_clients_share_one_read_per_second(
