@@ -36,7 +36,7 @@ MANAGER_FIELDS = {
 }  # fmt: skip
 PROCESS_FIELDS = {
     "schema", "pid", "now", "version", "show_args", "managers", "requests", "totals",
-    "history", "rate", "shutdown",
+    "history", "rate", "shutdown", "queues",
 }  # fmt: skip
 
 

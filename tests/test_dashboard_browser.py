@@ -26,6 +26,7 @@ import trio_bg
 from trio_bg.asgi import TaskMiddleware, app_tasks
 from trio_bg.asgi._types import Receive, Scope, Send
 from trio_bg.dashboard import Dashboard
+from trio_bg.durable import DurableQueue
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -141,7 +142,10 @@ def test_the_dashboard_lives_in_a_browser(browser: Any, tmp_path: Path) -> None:
             browser, WAIT, ignored_exceptions=(StaleElementReferenceException,)
         ).until(lambda _: condition(), message)
 
-    dashboard = Dashboard(local_only=True)
+    # A queue that is never opened: shown "closed", without a Redis.
+    dashboard = Dashboard(
+        local_only=True, queues=[DurableQueue("redis://127.0.0.1:1", name="mail")]
+    )
     try:
         with ServerThread(app_for_browser(dashboard)) as url, httpx.Client(base_url=url) as client:
             browser.get(f"{url}/dashboard/")
@@ -150,6 +154,8 @@ def test_the_dashboard_lives_in_a_browser(browser: Any, tmp_path: Path) -> None:
                 "window.__sameDocument = true;"
             )
             wait_for(lambda: browser.find_element(By.ID, "status").text == "live", "not live")
+            queue_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-queue="mail"]')
+            assert queue_row.get_attribute("data-status") == "closed"
 
             # Requests made from Python: their tasks appear, run and finish on the open page.
             order = client.post("/orders").json()["order_id"]

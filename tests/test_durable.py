@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trio_bg
 from tests import durable_jobs as jobs
@@ -290,3 +291,55 @@ async def test_enqueue_soon_cancelled_before_its_point_is_never_enqueued(
         await manager.wait_idle()
         assert published.state is TaskState.PENDING
         assert await stream_state(queue) == (1, 0)
+
+
+# -- the result poller's rounds -----------------------------------------------------------------
+
+
+async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 unfinished jobs, one of them awaited: every round asks about the awaited one, and
+    about 2 of the 39 others (a twentieth), so that 20 rounds ask about each of them once."""
+    from trio_bg.durable import _results
+
+    rounds: list[list[str]] = []
+    poll = _results.ResultPoller._poll
+    run_round = _results.ResultPoller._round
+
+    async def recorded_round(self: _results.ResultPoller, worker: Any) -> None:
+        rounds.append([])
+        await run_round(self, worker)
+
+    async def recorded_poll(
+        self: _results.ResultPoller, worker: Any, handles: list[Any], check_missing: bool
+    ) -> None:
+        rounds[-1].extend(h.id for h in handles)
+        await poll(self, worker, handles, check_missing)
+
+    monkeypatch.setattr(_results.ResultPoller, "_round", recorded_round)
+    monkeypatch.setattr(_results.ResultPoller, "_poll", recorded_poll)
+    queue = jobs.make_queue(redis_server.url, poll_interval=0.01)
+    async with queue:
+        handles = [await queue.enqueue(jobs.add, i, 1) for i in range(40)]
+        awaited, others = handles[0], {h.id for h in handles[1:]}
+        assert queue._results.watched == 40
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(awaited.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert queue._results.awaited == 1
+            start = len(rounds)
+            with trio.fail_after(10):
+                while len(rounds) < start + 62:  # noqa: ASYNC110 - real rounds on a real Redis
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert queue._results.awaited == 0  # the cancelled wait let go of it
+        # The pass under way when the awaited job left the others may be cut short; from the
+        # next pass on, the slices repeat every 20 rounds.
+        window = rounds[start + 21 : start + 61]  # the last round listed may be under way
+        for asked in window:
+            assert asked[0] == awaited.id
+            assert len(asked) - 1 in (1, 2)  # slices of ceil(39 / 20) = 2, the last one 1
+        for first in (0, 20):  # 20 slices to a pass: any 20 rounds in a row ask about each once
+            swept = [i for asked in window[first : first + 20] for i in asked[1:]]
+            assert sorted(swept) == sorted(others)  # each other job once per 20 rounds

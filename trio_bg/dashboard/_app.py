@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from importlib.resources import files
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from .. import _registry
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
+from ._durable import DurableSection, check_queues
 from ._events import stream
 from ._recorder import RECORDER
-from ._schema import Snapshot
+from ._schema import Json, Snapshot
+
+if TYPE_CHECKING:
+    from ..durable import DurableQueue
 
 _SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
@@ -61,14 +66,22 @@ class Dashboard:
         show_args: include the repr of each task's arguments and result (cut to 200 chars).
         registry: the ``prometheus_client`` registry ``/metrics`` exposes (default: its global
             ``REGISTRY``).
+        queues: durable queues (:class:`trio_bg.durable.DurableQueue`) to show: depth, delayed,
+            in-flight, outcome counts and live workers of each, read from Redis at most once a
+            second whoever asks (``queues`` in the JSON, "Durable queues" on the page). A
+            request that needs a fresh reading waits for it, at most 2 s per queue.
 
     Raises:
         ValueError: ``token`` is None and ``local_only`` is False (a dashboard open to everyone
-            must be put behind your own authentication: pass that a token), or ``token`` is empty.
-        TypeError: ``token`` is not a str or None.
+            must be put behind your own authentication: pass that a token), ``token`` is empty,
+            or ``queues`` holds a queue twice.
+        TypeError: ``token`` is not a str or None, or ``queues`` is not an iterable of
+            DurableQueue.
     """
 
-    __slots__ = ("_closed", "_local_only", "_registry", "_show_args", "_static", "_token")
+    __slots__ = (
+        "_closed", "_durable", "_local_only", "_registry", "_show_args", "_static", "_token",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -77,6 +90,7 @@ class Dashboard:
         local_only: bool = False,
         show_args: bool = False,
         registry: Any = None,
+        queues: Iterable[DurableQueue] = (),
     ) -> None:
         if token is not None and type(token) is not str:
             raise TypeError(f"token must be a str or None, got {type(token).__name__}")
@@ -86,6 +100,7 @@ class Dashboard:
             raise ValueError(
                 "Dashboard() needs a token or local_only=True; it never serves everyone"
             )
+        self._durable = DurableSection(check_queues(queues))
         self._token = None if token is None else token.encode()
         self._local_only = bool(local_only)
         self._show_args = bool(show_args)
@@ -163,12 +178,12 @@ class Dashboard:
             if method != "GET":
                 await _error(send, 405, "method not allowed")
                 return
-            await _json(send, 200, self._snapshot().process())
+            await _json(send, 200, await self._process())
         elif path == "/api/events":
             if method != "GET":
                 await _error(send, 405, "method not allowed")
                 return
-            await stream(receive, send, RECORDER, lambda: self._snapshot().process())
+            await stream(receive, send, RECORDER, self._process, live=bool(self._durable.queues))
         elif path == "/metrics":
             if method != "GET":
                 await _error(send, 405, "method not allowed")
@@ -198,6 +213,12 @@ class Dashboard:
 
     def _snapshot(self) -> Snapshot:
         return Snapshot(RECORDER, show_args=self._show_args)
+
+    async def _process(self) -> Json:
+        """The process snapshot, with the durable queues' reading refreshed first (if older
+        than a second; one shared read)."""
+        await self._durable.refresh()
+        return self._snapshot().process(queues=self._durable.json())
 
     async def _cancel(self, send: Send, task_id: str) -> None:
         handle = _registry.find_task(task_id)

@@ -2,8 +2,9 @@
 
 The first event is a snapshot at once. After that, a snapshot is sent when a task changes state
 (the recorder's version moves), at most one per :data:`COALESCE` seconds however many tasks
-change; while any task is active, at least one every :data:`REFRESH` seconds (ages, durations
-and shutdown countdowns move); and when nothing is active, a comment line every
+change; while any task is active, or always on a dashboard that shows durable queues, at least
+one every :data:`REFRESH` seconds (ages, durations, shutdown countdowns and queue depths move);
+and when nothing is active, a comment line every
 :data:`HEARTBEAT` seconds, so proxies keep the connection open and a dead client is noticed.
 
 The stream ends when the client disconnects (``http.disconnect``) and when the server cancels
@@ -15,7 +16,7 @@ itself after :data:`RETRY_MS` milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -44,12 +45,18 @@ def _anything_active() -> bool:
 
 
 async def stream(
-    receive: Receive, send: Send, recorder: Recorder, snapshot: Callable[[], object]
+    receive: Receive,
+    send: Send,
+    recorder: Recorder,
+    snapshot: Callable[[], Awaitable[object]],
+    *,
+    live: bool = False,
 ) -> None:
     """Send the stream until the client disconnects or the call is cancelled.
 
-    ``snapshot()`` returns the JSON-able object of one event. Cancellation ends the stream at
-    once (no shutdown wait).
+    ``await snapshot()`` returns the JSON-able object of one event. ``live``: there is more
+    than the tasks to show (durable queues), so send a snapshot every :data:`REFRESH` seconds
+    even when no task is active. Cancellation ends the stream at once (no shutdown wait).
     """
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     async with trio.open_nursery() as nursery:
@@ -63,12 +70,12 @@ async def stream(
         )
         while True:
             version = recorder.version
-            data = json.dumps(snapshot(), separators=(",", ":"))
+            data = json.dumps(await snapshot(), separators=(",", ":"))
             body = f"event: snapshot\ndata: {data}\n\n".encode()
             await send({"type": "http.response.body", "body": body, "more_body": True})
             await trio.sleep(COALESCE)
             while True:
-                active = _anything_active()
+                active = live or _anything_active()
                 with trio.move_on_after(REFRESH if active else HEARTBEAT):
                     await recorder.wait_for_change(version)
                     break

@@ -201,8 +201,9 @@ class Snapshot:
 
     # -- the process -----------------------------------------------------------------------------
 
-    def process(self) -> Json:
-        """The JSON of ``GET /api/tasks`` and of each event of the stream."""
+    def process(self, queues: list[Json] | None = None) -> Json:
+        """The JSON of ``GET /api/tasks`` and of each event of the stream. ``queues``: the
+        durable queues' entries (read beforehand: nothing here awaits)."""
         managers = list(_registry.open_managers)
         requests = sorted(
             (m for m in managers if isinstance(m, RequestTaskManager)), key=lambda m: m._opened
@@ -246,6 +247,7 @@ class Snapshot:
                 for m in listed
                 if m["closing"] is not None
             ],
+            "queues": queues or [],
         }
 
     def one(self, handle: TaskHandle[Any]) -> Json:

@@ -35,9 +35,10 @@ class DurableHandle(Generic[T_co]):
 
     Made by :meth:`DurableQueue.enqueue` and :meth:`DurableQueue.enqueue_soon`; it implements
     :class:`trio_bg.TaskHandleLike`. Its ``state`` is what this process last saw: the queue's
-    result poller refreshes the state of every unfinished handle that is still referenced,
-    every ``poll_interval`` seconds while the queue is open. ``attempts`` counts the worker
-    deliveries (retries, and re-deliveries after a worker died) once the job has finished.
+    result poller refreshes the state of every unfinished handle that is still referenced: every
+    ``poll_interval`` seconds while a task awaits it, about every 20 of those otherwise.
+    ``attempts`` counts the worker deliveries (retries, and re-deliveries after a worker died)
+    once the job has finished.
 
     Ids start with ``job-``, so :func:`trio_bg.find_task` never mistakes one for a task of this
     process.
@@ -164,8 +165,12 @@ class DurableHandle(Generic[T_co]):
             await publisher.wait()
             if self.state.done:
                 return
-        self._queue._results.watch(self)
-        await self._done_event.wait()
+        results = self._queue._results
+        results.watch(self)
+        try:
+            await self._done_event.wait()
+        finally:
+            results.unwatch(self)
         if not self._state.done:
             raise QueueUnavailable(
                 f"durable queue {self._queue.name!r} was closed before job {self._id} finished"

@@ -38,6 +38,7 @@ from ._handle import DurableHandle
 from ._jobs import JobSpec
 from ._results import ResultPoller
 from ._serialization import check_arguments, dumps, loads
+from ._stats import CountingWorker, QueueStatistics, read_statistics
 
 if TYPE_CHECKING:
     from typing import Self
@@ -413,9 +414,10 @@ class DurableQueue:
     ) -> Worker[Any]:
         """A streaq ``Worker`` for this queue: JSON (de)serializer, trio backend, the reclaim
         timeout, coredis timeouts at least 1.5 times its longest blocking read. With
-        ``register=True`` it also has every job (what ``python -m trio_bg worker`` runs)."""
+        ``register=True`` it also has every job and counts their outcomes in Redis (what
+        ``python -m trio_bg worker`` runs)."""
         block = self._reclaim_timeout if block_seconds is None else block_seconds
-        worker: Worker[Any] = Worker(
+        worker: Worker[Any] = (CountingWorker if register else Worker)(
             redis_url=self._url,
             redis_kwargs=client_options(
                 block_seconds=max(block, self._reclaim_timeout),
@@ -435,6 +437,22 @@ class DurableQueue:
             for spec in self._jobs.values():
                 spec.register(worker, result_ttl=self._result_ttl)
         return worker
+
+    async def statistics(self) -> QueueStatistics:
+        """Read the queue's numbers from Redis: jobs waiting (``depth``), ``delayed``,
+        ``in_flight`` (delivered, not acked), the outcome counts the workers keep
+        (``succeeded``, ``failed``, ``cancelled``) and the live ``workers``.
+
+        A few round trips, bounded by ``enqueue_timeout``: :class:`QueueUnavailable` if Redis
+        cannot be reached or does not answer in time; RuntimeError if the queue is not open.
+        Cancelling the call abandons the reading (it changes nothing in Redis).
+        """
+        worker = self._open_worker("statistics")
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                return await read_statistics(worker)
+        except BaseException as exc:
+            self._raise_unavailable(exc, "read statistics")
 
     @property
     def redis(self) -> Any:

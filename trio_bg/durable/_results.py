@@ -3,10 +3,17 @@
 streaq's own ``Task.result()`` opens a pub/sub subscription per call (about 100 ms each to close,
 and 100 concurrent calls exhaust the pool and hang). The poller replaces it: every unfinished
 handle of the process is in one table (weakly: a handle nobody holds is not polled), and one
-loop asks Redis about all of them in one pipeline per round (MGET of the result keys, SMISMEMBER
-of the running set), then wakes the waiters of the jobs that finished. A round runs at once when
-a handle starts being waited on (a finished job answers in one round trip) and otherwise every
-``poll_interval`` seconds while any handle is unfinished; with none, the loop sleeps.
+loop asks Redis about them in one pipeline per round (MGET of the result keys, SMISMEMBER of the
+running set), then wakes the waiters of the jobs that finished.
+
+What a round asks about: every handle that somebody is **awaiting** (``get()``/``wait()``), and
+a slice of the others, so that each of those is asked about once every :data:`SWEEP_ROUNDS`
+rounds (their ``state`` is refreshed that often). A process that holds thousands of handles it
+does not await therefore costs a round a twentieth of them, not all of them. A lost job (Redis
+has neither it nor its result) is noticed within 20 rounds if awaited, 400 otherwise. A round
+runs at once when a handle starts being waited on (a finished job answers in one round trip) and
+otherwise every ``poll_interval`` seconds while any handle is unfinished; with none, the loop
+sleeps.
 
 Aborts requested by ``handle.cancel()`` are sent by the same loop (SADD to streaq's abort set;
 a delayed job is also taken off the delayed queue and its data deleted).
@@ -15,6 +22,7 @@ a delayed job is also taken off the delayed queue and its data deleted).
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,8 +40,11 @@ logger = logging.getLogger("trio_bg.durable")
 
 _CHUNK = 1000
 """Jobs per pipeline round trip."""
-_MISSING_EVERY = 20
-"""Check that unfinished jobs still exist (EXISTS on their data) every this many rounds."""
+SWEEP_ROUNDS = 20
+"""A handle nobody awaits is asked about once every this many rounds (a slice of them per round),
+an awaited one every round. Every this many rounds, a round also asks whether the jobs it asks
+about still exist (EXISTS on their data): every 20 rounds for an awaited job, every 400 for
+the others."""
 
 
 class ResultPoller:
@@ -45,8 +56,14 @@ class ResultPoller:
         self._handles: weakref.WeakValueDictionary[str, DurableHandle[Any]] = (
             weakref.WeakValueDictionary()
         )
+        self._awaited: dict[str, int] = {}
+        """Job id -> how many tasks are in ``wait()`` on it now."""
         self._aborts: list[DurableHandle[Any]] = []
         self._wake = trio.Event()
+        self._sweep_at = 0
+        """Where the next slice of the handles nobody awaits starts."""
+        self._sweeps = 0
+        """Passes begun over the handles nobody awaits."""
         self._rounds = 0
         self._closed = False
 
@@ -55,13 +72,30 @@ class ResultPoller:
         """How many unfinished handles the poller follows."""
         return len(self._handles)
 
+    @property
+    def awaited(self) -> int:
+        """How many of them somebody is waiting on."""
+        return len(self._awaited)
+
     def watch(self, handle: DurableHandle[Any]) -> None:
-        """Follow ``handle`` (idempotent) and poll at once."""
+        """A task starts waiting on ``handle``: ask about it every round, and poll at once.
+
+        Pair every call with :meth:`unwatch` when the wait ends (however it ends).
+        """
         if self._closed:
             handle._closed()
             return
         self._handles[handle.id] = handle
+        self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
         self._wake.set()
+
+    def unwatch(self, handle: DurableHandle[Any]) -> None:
+        """A wait on ``handle`` ended: once nobody waits, it is only swept."""
+        waiters = self._awaited.get(handle.id, 0) - 1
+        if waiters > 0:
+            self._awaited[handle.id] = waiters
+        else:
+            self._awaited.pop(handle.id, None)
 
     def follow(self, handle: DurableHandle[Any]) -> None:
         """Follow ``handle`` from the next round on (an enqueue: no round at once)."""
@@ -71,15 +105,20 @@ class ResultPoller:
                 self._wake.set()
 
     def abort(self, handle: DurableHandle[Any]) -> None:
-        """Send an abort for ``handle``'s job in the next round."""
+        """Send an abort for ``handle``'s job in a round at once."""
+        if self._closed:
+            handle._closed()
+            return
         self._aborts.append(handle)
-        self.watch(handle)
+        self._handles[handle.id] = handle
+        self._wake.set()
 
     def close(self) -> None:
         """Stop following; wake every waiter (they raise QueueUnavailable)."""
         self._closed = True
         handles = list(self._handles.values())
         self._handles.clear()
+        self._awaited.clear()
         for handle in handles:
             handle._closed()
 
@@ -118,16 +157,41 @@ class ResultPoller:
             await _send_aborts(worker, aborts)
             del self._aborts[: len(aborts)]
         self._rounds += 1
-        check_missing = self._rounds % _MISSING_EVERY == 0
-        handles = [h for h in self._handles.values() if not h._state.done]
-        for start in range(0, len(handles), _CHUNK):
-            await self._poll(worker, handles[start : start + _CHUNK], check_missing)
+        check_missing = self._rounds % SWEEP_ROUNDS == 0
+        awaited: list[DurableHandle[Any]] = []
+        others: list[DurableHandle[Any]] = []
+        for handle in self._handles.values():
+            if not handle._state.done:
+                (awaited if handle.id in self._awaited else others).append(handle)
+        swept, check_swept = self._sweep(others)
+        for start in range(0, len(awaited), _CHUNK):
+            await self._poll(worker, awaited[start : start + _CHUNK], check_missing)
+        for start in range(0, len(swept), _CHUNK):
+            await self._poll(worker, swept[start : start + _CHUNK], check_swept)
+
+    def _sweep(self, others: list[DurableHandle[Any]]) -> tuple[list[DurableHandle[Any]], bool]:
+        """The next slice of the handles nobody awaits (each comes up about every
+        SWEEP_ROUNDS rounds), and whether to check that their jobs exist (every SWEEP_ROUNDS
+        passes over them all)."""
+        if not others:
+            self._sweep_at = 0
+            return [], False
+        size = math.ceil(len(others) / SWEEP_ROUNDS)
+        start = self._sweep_at
+        if start >= len(others):
+            start = 0
+        if start == 0:
+            self._sweeps += 1
+        self._sweep_at = start + size
+        return others[start : start + size], self._sweeps % SWEEP_ROUNDS == 0
 
     async def _poll(
         self, worker: Worker[Any], handles: list[DurableHandle[Any]], check_missing: bool
     ) -> None:
         ids = [h.id for h in handles]
-        async with worker.redis.pipeline(transaction=False) as pipe:
+        # One transaction: a job that finishes between the MGET and the EXISTS of a pipeline
+        # would otherwise look lost (no result read, no data left).
+        async with worker.redis.pipeline(transaction=True) as pipe:
             results = pipe.mget([worker.results_key + i for i in ids])
             running = pipe.smismember(worker._running_set, ids)
             exists = [pipe.exists([worker.task_key + i]) for i in ids] if check_missing else []

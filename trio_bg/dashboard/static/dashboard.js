@@ -215,10 +215,33 @@
     }
   }
 
+  // -- durable queues ---------------------------------------------------------------------------
+
+  function renderQueues(queues) {
+    $("durable").hidden = queues.length === 0;
+    const head = ["queue", "status", "waiting", "delayed", "in flight", "succeeded", "failed",
+      "cancelled", "workers"];
+    const table = el("table", { class: "queues" },
+      el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))));
+    const body = el("tbody");
+    for (const q of queues) {
+      const status = el("td", { class: "queue-status status-" + q.status, text: q.status });
+      if (q.error) status.append(el("div", { class: "error", text: q.error }));
+      const number = (value) => el("td", { class: "num", text: value === null ? "–" : value });
+      body.append(el("tr", { "data-queue": q.name, "data-status": q.status },
+        el("td", { class: "name", title: q.redis, text: q.name }), status,
+        number(q.depth), number(q.delayed), number(q.in_flight), number(q.succeeded),
+        number(q.failed), number(q.cancelled), number(q.workers)));
+    }
+    table.append(body);
+    $("queues").replaceChildren(table);
+  }
+
   function render(data) {
     renderCounters(data);
     renderChart(data.rate);
     renderShutdown(data.shutdown);
+    renderQueues(data.queues);
     const managers = $("managers"), requests = $("requests");
     managers.replaceChildren();
     requests.replaceChildren();

@@ -1,0 +1,170 @@
+"""Queue statistics: how many jobs wait, run and ended, read from Redis (for the dashboard).
+
+Everything but the outcome counts is streaq's own state, read as it is:
+
+- ``depth``: entries of the queue's streams not yet delivered to a worker (XLEN minus the
+  consumer group's pending count; streaq deletes an entry when it acks it);
+- ``delayed``: jobs waiting for their time (``delay=``, and retries waiting for their backoff):
+  the sorted sets of delayed jobs;
+- ``in_flight``: entries delivered to a worker and not acked yet (XINFO GROUPS ``pending``): running
+  jobs, the one a worker may have prefetched, and jobs of a dead worker until they are reclaimed;
+- ``workers``: the consumers of the group whose streaq health key exists (a running worker
+  refreshes it every 0.9 reclaim timeouts; it expires one reclaim timeout after the worker
+  stopped).
+
+streaq keeps no lasting count of outcomes (its counters live in each worker process, and its
+results expire), so workers count them: :class:`CountingWorker`, the worker that
+``python -m trio_bg worker`` runs, adds one to a field of the hash ``streaq:<queue>:trio_bg:ended``
+(``succeeded``, ``failed``, ``cancelled``) once it has stored a job's final result. The hash has
+no expiry: the counts are since the queue's keys were created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from streaq import Worker
+from streaq.constants import REDIS_GROUP, REDIS_HEALTH
+from streaq.types import StreaqCancelled
+
+if TYPE_CHECKING:
+    from streaq.types import StreamMessage
+
+ENDED_KEY = ":trio_bg:ended"
+"""After ``streaq:<queue>``: the hash of outcome counts."""
+
+
+def ended_key(worker: Worker[Any]) -> str:
+    """The Redis key of the queue's outcome counts."""
+    return worker.prefix + ENDED_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """One reading of a queue's Redis keys (see the module docstring for each field)."""
+
+    depth: int
+    delayed: int
+    in_flight: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    workers: int
+
+
+def _outcome(success: bool, value: object) -> str:
+    if success:
+        return "succeeded"
+    return "cancelled" if isinstance(value, StreaqCancelled) else "failed"
+
+
+class CountingWorker(Worker[Any]):
+    """streaq's worker, counting each job's outcome in Redis once its final result is stored.
+
+    The count is one HINCRBY after streaq's own transaction: a worker killed between the two
+    stores the result and misses the count (the job is not run again for it).
+    """
+
+    async def finish_failed_task(
+        self,
+        msg: StreamMessage,
+        exc: BaseException,
+        tries: int,
+        created_time: int,
+        fn_name: str = "Unknown",
+        ttl: timedelta | int | None = 300,
+        otherwise: str | None = None,
+    ) -> None:
+        await super().finish_failed_task(
+            msg, exc, tries, created_time, fn_name=fn_name, ttl=ttl, otherwise=otherwise
+        )
+        await self.redis.hincrby(ended_key(self), _outcome(False, exc), 1)
+
+    async def finish_task(
+        self,
+        msg: StreamMessage,
+        finish: bool,
+        schedule: int | None,
+        return_value: Any,
+        start_time: int,
+        finish_time: int,
+        created_time: int,
+        fn_name: str,
+        success: bool,
+        silent: bool,
+        ttl: timedelta | int | None,
+        triggers: str | None,
+        lock_key: str | None,
+        tries: int,
+        otherwise: str | None,
+    ) -> None:
+        await super().finish_task(
+            msg,
+            finish,
+            schedule,
+            return_value,
+            start_time,
+            finish_time,
+            created_time,
+            fn_name,
+            success,
+            silent,
+            ttl,
+            triggers,
+            lock_key,
+            tries,
+            otherwise,
+        )
+        if finish:  # not a retry, nor a job handed back to the stream
+            await self.redis.hincrby(ended_key(self), _outcome(success, return_value), 1)
+
+
+async def read_statistics(worker: Worker[Any]) -> QueueStatistics:
+    """Read the queue's statistics through ``worker``'s open client (at most four round trips).
+
+    Raises what coredis raises when Redis cannot be reached; no timeout of its own (the caller
+    bounds it). Cancellation abandons the reading.
+    """
+    redis = worker.redis
+    streams = [worker.stream_key + p for p in worker.priorities]
+    async with redis.pipeline(transaction=False) as pipe:
+        exists = [pipe.exists([s]) for s in streams]
+        delayed = [pipe.zcard(worker.queue_key + p) for p in worker.priorities]
+        ended = pipe.hgetall(ended_key(worker))
+    present = [s for s, e in zip(streams, exists, strict=True) if await e]
+    counts = {str(k): int(v) for k, v in (await ended).items()}
+    # The length and the pending count in one transaction, so that depth never goes negative.
+    async with redis.pipeline(transaction=True) as pipe:
+        lengths = [pipe.xlen(s) for s in present]
+        infos = [pipe.xinfo_groups(s) for s in present]
+    depth = in_flight = 0
+    grouped: list[str] = []
+    for stream, length, info in zip(present, lengths, infos, strict=True):
+        pending = 0
+        for group in await info:
+            if group["name"] == REDIS_GROUP:
+                pending = int(group["pending"] or 0)
+                grouped.append(stream)
+        in_flight += pending
+        depth += max(0, int(await length) - pending)
+    names: set[str] = set()
+    if grouped:
+        async with redis.pipeline(transaction=False) as pipe:
+            consumers = [pipe.xinfo_consumers(s, REDIS_GROUP) for s in grouped]
+        for listed in consumers:
+            for consumer in await listed:
+                names.add(str(consumer["name"]))
+    workers = 0
+    if names:
+        workers = int(await redis.exists([f"{worker.prefix}{REDIS_HEALTH}:{n}" for n in names]))
+    return QueueStatistics(
+        depth=depth,
+        delayed=sum([int(await d) for d in delayed]),
+        in_flight=in_flight,
+        succeeded=counts.get("succeeded", 0),
+        failed=counts.get("failed", 0),
+        cancelled=counts.get("cancelled", 0),
+        workers=workers,
+    )
