@@ -140,6 +140,10 @@ async def test_misuse_is_refused_at_enqueue_and_nothing_is_enqueued(
             await queue.enqueue(coro)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"^delay must be a non-negative number"):
             await queue.enqueue(jobs.add, 1, 2, delay=-1)
+        with pytest.raises(TypeError, match=r"^key must be a str or None, got int$"):
+            await queue.enqueue(jobs.add, 1, 2, key=42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^key must be a non-empty str or None, got ''$"):
+            await queue.enqueue(jobs.add, 1, 2, key="")
         with pytest.raises(TypeError, match=r"^enqueue_soon\(\) takes a trio_bg starter first"):
             queue.enqueue_soon(object(), jobs.add, 1, 2)  # type: ignore[arg-type]
         assert await stream_state(queue) == (0, 0)
@@ -162,6 +166,10 @@ def test_registration_misuse() -> None:
     queue.task(jobs.add)
     with pytest.raises(ValueError, match=r"^durable queue 'misuse' already has a job named 'add'$"):
         queue.task(jobs.add)
+    with pytest.raises(TypeError, match=r"^name must be a str or None, got int$"):
+        queue.task(name=5)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=r"^name must be a non-empty str or None, got ''$"):
+        queue.task(name="")
     with pytest.raises(ValueError, match=r"^redis_url must be a redis:// URL, got 'http://x'$"):
         DurableQueue("http://x")
     with pytest.raises(ValueError, match=r"^name must be a non-empty str without ':', got 'a:b'$"):

@@ -159,8 +159,7 @@ class DurableQueue:
         if retry is not None and not isinstance(cast(object, retry), Retry):
             raise TypeError(f"retry must be a trio_bg.Retry or None, got {type(retry).__name__}")
         checked_timeout = None if timeout is None else _positive("timeout", timeout)
-        if name is not None and (not isinstance(cast(object, name), str) or not name):
-            raise ValueError(f"name must be a non-empty str or None, got {name!r}")
+        _check_optional_str("name", name)
 
         def register(fn: F) -> F:
             target: object = fn  # checked through another name: the check narrows its type
@@ -326,8 +325,7 @@ class DurableQueue:
             )
         if delay is not None:
             check_seconds("delay", delay, allow_inf=False)
-        if key is not None and (not isinstance(cast(object, key), str) or not key):
-            raise ValueError(f"key must be a non-empty str or None, got {key!r}")
+        _check_optional_str("key", key)
         check_arguments(spec.name, args)
         self._open_worker(method)
         if key is None:
@@ -486,6 +484,16 @@ async def _reload_functions(worker: Worker[Any]) -> None:
 
     text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
     worker._lib = await Streaq(worker.redis, code=text, replace=True)
+
+
+def _check_optional_str(what: str, value: object) -> None:
+    """A wrong kind is a TypeError, an empty str a ValueError (as everywhere in trio_bg)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must be a non-empty str or None, got ''")
 
 
 def _positive(what: str, value: object) -> float:
