@@ -6,6 +6,7 @@ import argparse
 import functools
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,17 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
     return cast("Callable[..., Awaitable[None]]", target)
 
 
+def _seconds(text: str) -> float:
+    """``--grace``: a finite number of seconds >= 0 (argparse reports the error and exits 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trio_bg")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         command.add_argument(
             "--grace",
-            type=float,
+            type=_seconds,
             default=5.0,
             help="seconds open requests get at shutdown (Hypercorn's graceful_timeout)",
         )

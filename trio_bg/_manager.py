@@ -249,6 +249,8 @@ class TaskManager(TaskLifecycle, TaskStarter):
             raise TypeError(f"task name must be a str, got {type(name).__name__}")
         if not name:
             raise ValueError("task name must be a non-empty string")
+        if shield is not False and shield is not True:  # two identity tests: the cheapest check
+            raise TypeError(f"shield must be a bool, got {type(shield).__name__}")
         if options is not None:
             options.validate()
         if group is not None:
