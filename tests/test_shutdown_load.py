@@ -62,21 +62,23 @@ class Figures:
         )
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], str, Path, Path]:
+def start_server(
+    app: str, tmp_path: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, Path]:
+    """``python -m trio_bg serve app --bind 127.0.0.1:0 *options`` in a subprocess; returns it,
+    its base URL (read from Hypercorn's "Running on" line) and the file its output goes to."""
     server_log = tmp_path / "server.log"
-    task_log = tmp_path / "tasks.log"
-    env = {**os.environ, "TRIO_BG_TEST_LOG": str(task_log), "PYTHONUNBUFFERED": "1"}
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with server_log.open("w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_bg", "serve", "tests.apps.load_app:app",
-             "--bind", "127.0.0.1:0", "--grace", str(GRACE)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "trio_bg", "serve", app, "--bind", "127.0.0.1:0", *options],
+            cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", server_log.read_text())
         if found:
-            return proc, found.group(1), server_log, task_log
+            return proc, found.group(1), server_log
         if proc.poll() is not None:
             break
         time.sleep(0.05)
@@ -129,7 +131,11 @@ async def _load(
 
 
 def _run_case(tmp_path: Path, signals: list[signal.Signals]) -> tuple[Figures, str, list[str]]:
-    proc, base_url, server_log, task_log = _start(tmp_path)
+    task_log = tmp_path / "tasks.log"
+    proc, base_url, server_log = start_server(
+        "tests.apps.load_app:app", tmp_path, "--grace", str(GRACE),
+        env={"TRIO_BG_TEST_LOG": str(task_log)},
+    )  # fmt: skip
     try:
         answered, after, errors, signalled_at = trio.run(_load, base_url, proc, signals)
         exit_code = proc.wait(timeout=GRACE + SHIELD_TIMEOUT + 10)
