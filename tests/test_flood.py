@@ -40,7 +40,8 @@ pytestmark = pytest.mark.slow
 SECONDS = float(os.environ.get("TRIO_BG_FLOOD_SECONDS", "8"))
 FLOODERS = 24
 PINGERS = 2
-PING_LIMIT = 3.0  # seconds: a plain request's answer, under the flood on a shared 2-core box
+PING_LIMIT = 5.0  # seconds: a plain request's answer, under the flood on a shared 2-core box (one
+# 30 s run beside other test runs saw 3.9 s; the median stays under a second)
 RSS_SLACK = 1.10
 RSS_FLOOR = 8 * 1024  # KiB: RSS may always grow this much between thirds (allocator noise)
 SAMPLE_EVERY = 0.25
