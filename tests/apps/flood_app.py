@@ -3,8 +3,8 @@
 ``GET /flood`` starts request tasks until the per-request cap refuses one, then app tasks
 until the app manager's pending queue refuses one (at most ``APP_TASKS_PER_REQUEST``); a refused
 app task is answered ``503`` (as an app would answer "busy"), with the TaskRejected message as
-``busy`` in its JSON body. The body says what was started and refused. ``GET /ping`` starts nothing. ``GET /stats`` is the
-app manager's statistics as JSON.
+``busy`` in its JSON body. The body says what was started and refused. ``GET /ping`` starts
+nothing. ``GET /stats`` is the app manager's statistics as JSON.
 
 Run as ``python -m trio_bg serve tests.apps.flood_app:app``.
 """
