@@ -35,8 +35,8 @@ from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 ran: list[object] = []
 
 
-async def work(x: object = None) -> None:
-    ran.append(x)
+async def work() -> None:
+    ran.append("work")
 
 
 async def asgi_app(scope: object, receive: object, send: object) -> None:
@@ -322,25 +322,25 @@ def test_remove_instrument_that_is_not_installed() -> None:
 ON_MANAGER: list[tuple[str, Callable[[TaskManager], object], type[Exception], str]] = [
     (
         "shield str",  # was accepted (and taken as true) before this campaign
-        lambda tm: tm.start_soon(work, shield="yes"),  # type: ignore[call-overload]
+        lambda tm: tm.start_soon(work, shield="yes"),  # type: ignore[call-overload, call-arg]
         TypeError,
         "shield must be a bool, got str",
     ),
     (
         "shield None on start_soon_named",
-        lambda tm: tm.start_soon_named("n", work, shield=None),  # type: ignore[call-overload]
+        lambda tm: tm.start_soon_named("n", work, shield=None),  # type: ignore[call-overload, call-arg]
         TypeError,
         "shield must be a bool, got NoneType",
     ),
     (
         "always str",  # was accepted before this campaign
-        lambda tm: tm.start_soon(work, always="x"),  # type: ignore[call-overload]
+        lambda tm: tm.start_soon(work, always="x"),  # type: ignore[call-overload, call-arg]
         TypeError,
         "always must be a bool, got str",
     ),
     (
         "always int with a timeout",
-        lambda tm: tm.start_soon_named("n", work, timeout=1, always=1),  # type: ignore[call-overload]
+        lambda tm: tm.start_soon_named("n", work, timeout=1, always=1),  # type: ignore[call-overload, call-arg]
         TypeError,
         "always must be a bool, got int",
     ),
@@ -405,7 +405,7 @@ async def test_a_bad_start_on_a_group_and_a_timing_point_is_refused_the_same_way
                 nothing_happens(collect=True),
                 pytest.raises(TypeError, match=exact("shield must be a bool, got int")),
             ):
-                group.start_soon(work, shield=1)  # type: ignore[call-overload]
+                group.start_soon(work, shield=1)  # type: ignore[call-overload, call-arg]
             assert tm.statistics() == before
             assert group.handles == ()
         with pytest.raises(TypeError, match=exact("wait_all() takes a class, got int")):
@@ -416,7 +416,7 @@ async def test_a_bad_start_on_a_group_and_a_timing_point_is_refused_the_same_way
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         tasks = request_tasks(scope)
         try:
-            tasks.after_response.start_soon_named("late", work, always="yes")  # type: ignore[call-overload]
+            tasks.after_response.start_soon_named("late", work, always="yes")  # type: ignore[call-overload, call-arg]
         except TypeError as exc:
             answers.append(str(exc))
         answers.append(repr(tasks.statistics()))
