@@ -79,6 +79,7 @@ if LONG:  # pragma: no cover
 
 KINDS = ("succeed", "fail", "hang", "timeout", "retry", "shield")
 KEYS = (None, None, "k0", "k1")  # half the starts have no key
+RECENT_LIMIT = 5  # small, so that examples overflow it
 RETRY = Retry(attempts=3, backoff=1, jitter=False)
 
 
@@ -146,6 +147,7 @@ class Recorder(trio_bg.Instrument):
 
     def __init__(self) -> None:
         self.hooks: dict[str, list[str]] = {}
+        self.finished: list[str] = []  # task ids in the order they finished
         self.rejected = 0
 
     def task_created(self, handle: TaskHandle[Any]) -> None:
@@ -159,6 +161,7 @@ class Recorder(trio_bg.Instrument):
 
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         self.hooks[handle.id].append("finished")
+        self.finished.append(handle.id)
 
     def task_rejected(self, manager: TaskManager, name: str, reason: str) -> None:
         self.rejected += 1
@@ -240,12 +243,14 @@ class ChaosMachine(RuleBasedStateMachine):
         self.max_pending: int | None = None
         self.shield_timeout = 0.0
         self.async_handlers = False
+        self.idle_waiters = 0
+        self.idle_returned = 0
 
     # -- set-up ------------------------------------------------------------------------------
 
     @initialize(
-        max_running=st.sampled_from([None, 1, 2, 3]),
-        max_pending=st.sampled_from([None, 0, 1, 3]),
+        max_running=st.sampled_from([None, None, 1, 2, 3]),  # None twice: fewer refusals
+        max_pending=st.sampled_from([None, None, 0, 1, 3]),
         grace_period=st.integers(0, 3),
         shield_extra=st.integers(0, 4),
         async_handlers=st.booleans(),
@@ -266,6 +271,7 @@ class ChaosMachine(RuleBasedStateMachine):
         async def own_manager() -> None:
             async with trio_bg.open_task_manager(
                 name="chaos",
+                recent_limit=RECENT_LIMIT,
                 max_running=max_running,
                 max_pending=max_pending,
                 grace_period=grace_period,
@@ -455,6 +461,20 @@ class ChaosMachine(RuleBasedStateMachine):
 
         self.trio.call(act)
 
+    @rule()
+    def wait_idle(self) -> None:
+        async def waiter() -> None:
+            await self.tm.wait_idle()
+            assert self.tm.active_count == 0  # it returned at a moment with no active task
+            self.idle_returned += 1
+
+        async def act() -> None:
+            assert self.trio.nursery is not None
+            self.idle_waiters += 1
+            self.trio.nursery.start_soon(waiter)
+
+        self.trio.call(act)
+
     @rule(seconds=st.integers(1, 5))
     def advance(self, seconds: int) -> None:
         for _ in range(seconds):
@@ -511,6 +531,14 @@ class ChaosMachine(RuleBasedStateMachine):
             assert trio_bg.find_task(handle.id) is handle
         if self.max_running is not None:
             assert stats.running <= self.max_running
+        # recent: the newest finished handles, in the order they finished, bounded
+        finished = self.recorder.finished
+        assert len(tm.recent) == min(len(finished), RECENT_LIMIT)
+        assert [h.id for h in tm.recent] == finished[len(finished) - len(tm.recent) :]
+        # wait_idle: every waiter has returned once nothing is active (the waiters would have
+        # failed had one returned while a task was active)
+        if not active:
+            assert self.idle_returned == self.idle_waiters
         assert set(self.handled) <= set(self.by_id)
         for task in self.tasks:
             self._check_task(task)
