@@ -7,6 +7,7 @@ import argparse
 import functools
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -118,6 +119,17 @@ def _reason(exc: BaseException) -> str:
     return reason[:1].lower() + reason[1:]
 
 
+def _seconds(text: str) -> float:
+    """``--grace``: a finite number of seconds >= 0 (argparse reports the error and exits 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:  # python -m trio_bg worker module:queue (trio_bg.durable)
@@ -139,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         command.add_argument(
             "--grace",
-            type=float,
+            type=_seconds,
             default=5.0,
             help="seconds open requests get at shutdown (Hypercorn's graceful_timeout)",
         )

@@ -250,6 +250,8 @@ class TaskManager(TaskLifecycle, TaskStarter):
             raise TypeError(f"task name must be a str, got {type(name).__name__}")
         if not name:
             raise ValueError("task name must be a non-empty string")
+        if shield is not False and shield is not True:  # two identity tests: the cheapest check
+            raise TypeError(f"shield must be a bool, got {type(shield).__name__}")
         # The arguments must fit at the call, as with a direct call: a plain function whose
         # positional parameters they fill exactly needs no more than these two comparisons;
         # anything else (defaults, *args, keywords, methods, partials) gets the full check.

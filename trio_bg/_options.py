@@ -54,6 +54,9 @@ class TaskOptions:
         key = cast(object, self.key)
         if key is not None and type(key) is not str:
             raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+        always = cast(object, self.always)
+        if always is not False and always is not True:
+            raise TypeError(f"always must be a bool, got {type(always).__name__}")
 
     def spent(self) -> bool:
         """True once launched if nothing but the start context and ``always`` was set."""

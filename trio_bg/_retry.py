@@ -46,6 +46,9 @@ class Retry:
                 raise TypeError(f"Retry {field} must be a number, got {type(value).__name__}")
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"Retry {field} must be a finite number >= 0, got {value!r}")
+        jitter = cast(object, self.jitter)
+        if not isinstance(jitter, bool):
+            raise TypeError(f"Retry jitter must be a bool, got {type(jitter).__name__}")
         on: Any = self.on
         if isinstance(on, type):
             on = (on,)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from . import _registry
+from ._checks import check_seconds
 from ._closing import STUCK_AFTER, STUCK_INTERVAL
 from ._gc import tuned_gc
 from ._log import logger
@@ -76,11 +77,17 @@ async def serve(
             Both settings are restored when the server stops.
         task_status: ``nursery.start(serve, ...)`` gets the bound addresses (``http://...``).
 
+    Raises:
+        TypeError, ValueError: an argument of the wrong kind or value, before any socket is
+            opened.
+
     Cancelling the caller cancels the server without a graceful shutdown; the signal handlers
     stay until the server has stopped.
     """
     import hypercorn.trio
     from hypercorn.config import Config
+
+    _check_arguments(app, bind, config, graceful_timeout, shutdown_trigger, gc_threshold, Config)
 
     # Hypercorn's signature also admits WSGI apps, whose types are partly unknown to pyright.
     hypercorn_serve = cast(
@@ -115,6 +122,43 @@ async def serve(
             if signals_scope is not None:  # shielded, so that it outlives an outer cancellation
                 signals_scope.cancel()
     logger.info("server stopped")
+
+
+def _check_arguments(
+    app: object,
+    bind: object,
+    config: object,
+    graceful_timeout: object,
+    shutdown_trigger: object,
+    gc_threshold: object,
+    config_class: type[Config],
+) -> None:
+    """serve()'s arguments: TypeError or ValueError with an exact message, before any socket."""
+    if not callable(app):
+        raise TypeError(f"serve() takes an ASGI app, got {type(app).__name__!r}")
+    binds: object = [bind] if isinstance(bind, str) else bind
+    if not isinstance(binds, list | tuple) or not all(
+        isinstance(b, str) for b in cast("list[object]", binds)
+    ):
+        raise TypeError(f"bind must be a str or a sequence of str, got {type(bind).__name__}")
+    if not binds or not all(cast("list[str]", binds)):
+        raise ValueError(f"bind must name at least one host:port, got {bind!r}")
+    if config is not None and not isinstance(config, config_class):
+        raise TypeError(f"config must be a hypercorn Config or None, got {type(config).__name__}")
+    if graceful_timeout is not None:
+        check_seconds("graceful_timeout", graceful_timeout, allow_inf=False)
+    if shutdown_trigger is not None and not callable(shutdown_trigger):
+        raise TypeError(
+            f"shutdown_trigger must be callable or None, got {type(shutdown_trigger).__name__}"
+        )
+    if gc_threshold is not None:
+        counts: tuple[object, ...] = (
+            cast("tuple[object, ...]", gc_threshold) if isinstance(gc_threshold, tuple) else ()
+        )
+        if len(counts) != 3 or any(type(n) is not int for n in counts):
+            raise TypeError(f"gc_threshold must be a tuple of 3 ints or None, got {gc_threshold!r}")
+        if any(cast(int, n) < 0 for n in counts):
+            raise ValueError(f"gc_threshold must hold ints >= 0, got {gc_threshold!r}")
 
 
 async def _trigger(wait: Callable[[], Awaitable[Any]], shutdown: trio.Event) -> None:

@@ -92,8 +92,8 @@ class TaskStarter:
         options = None
         if timeout is not None or retry is not None or on_error is not None or key is not None:
             options = TaskOptions(timeout, retry, on_error, key, always)
-        elif always:
-            options = TaskOptions(always=True)
+        elif always is not False:
+            options = TaskOptions(always=always)
         return self._start("start_soon_named", name, fn, args, shield, options)
 
     @overload
@@ -158,8 +158,8 @@ class TaskStarter:
         options = None
         if timeout is not None or retry is not None or on_error is not None or key is not None:
             options = TaskOptions(timeout, retry, on_error, key, always)
-        elif always:
-            options = TaskOptions(always=True)
+        elif always is not False:
+            options = TaskOptions(always=always)
         name = callable_name(fn) if callable(fn) else ""
         return self._start("start_soon", name, fn, args, shield, options)
 
