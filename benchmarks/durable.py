@@ -5,6 +5,10 @@ Starts its own ``redis-server`` (free loopback port, temp dir, AOF on, as the te
 
 - throughput with 1 and with 3 worker processes (concurrency 16 each): ``--jobs`` ``add`` jobs
   enqueued one after another, then all awaited; jobs/s from the first enqueue to the last result;
+- drain rate with 1 and with 3 worker processes: ``--jobs`` jobs enqueued first, with no worker
+  running, then the workers started; jobs/s from their start to the last result (the workers'
+  start-up, about 0.5 s, is inside it). This is the workers' side alone: end to end, the app
+  that enqueues shares the machine with them;
 - ``get()`` latency on a finished job: (a) a handle whose result this process has not seen yet
   (the job finished on the worker; the poller's next round fetches it), (b) a handle that
   already has its result (no Redis); median and p99;
@@ -61,6 +65,21 @@ async def throughput(server: RedisServer, workers: int, count: int) -> tuple[flo
         for process in processes:
             stop(process)
     return count / (enqueued - start), count / (end - start)
+
+
+async def drain(server: RedisServer, workers: int, count: int) -> float:
+    """jobs/s of ``workers`` worker processes started on ``count`` jobs already queued."""
+    async with jobs.make_queue(server.url, reclaim_timeout=10) as queue:
+        handles = [await queue.enqueue(jobs.add, i, 1) for i in range(count)]
+        start = time.perf_counter()
+        processes = [spawn_worker(server, concurrency=16, reclaim=10) for _ in range(workers)]
+        try:
+            with trio.fail_after(600):
+                await _get_all(handles)
+            return count / (time.perf_counter() - start)
+        finally:
+            for process in processes:
+                stop(process)
 
 
 async def get_latency(server: RedisServer, samples: int) -> dict[str, float]:
@@ -123,6 +142,10 @@ async def run(count: int, samples: int) -> None:
                     f"  {workers} worker(s) x 16: {rate:8.0f} jobs/s end to end "
                     f"(enqueue {enqueue_rate:.0f}/s)"
                 )
+            for workers in (1, 3):
+                await server_flush(server)
+                rate = await drain(server, workers, count)
+                print(f"  {workers} worker(s) x 16: {rate:8.0f} jobs/s draining a queued backlog")
             await server_flush(server)
             latency = await get_latency(server, samples)
             print(
