@@ -32,7 +32,7 @@ import trio
 
 from tests.apps.flood_app import APP_TASKS_PER_REQUEST, MAX_PENDING, MAX_TASKS_PER_REQUEST
 from tests.conftest import assert_adds_up
-from tests.test_shutdown_load import start_server
+from tests.serve_process import start_server
 from trio_bg import TaskStatistics
 
 pytestmark = pytest.mark.slow

@@ -5,48 +5,27 @@ These run the real CLI in a subprocess against a real Hypercorn, so they use the
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.serve_process import start_server
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.0  # Hypercorn's graceful_timeout for open requests (--grace)
 SHIELD_CAP = 3.0  # the middleware's shield_timeout in tests/apps/graceful_app.py
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], str, Path]:
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "TRIO_BG_TEST_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_bg", "serve", "tests.apps.graceful_app:app",
-             "--bind", "127.0.0.1:0", "--grace", str(GRACE)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", log_path.read_text())
-        if found:
-            return proc, found.group(1), log_path
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"server did not start:\n{log_path.read_text()}")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_shuts_down_gracefully(tmp_path: Path, signum: signal.Signals) -> None:
-    proc, base_url, log_path = _start(tmp_path)
+    proc, base_url, log_path = start_server(
+        "tests.apps.graceful_app:app", tmp_path, "--grace", str(GRACE),
+        env={"TRIO_BG_TEST_DIR": str(tmp_path)},
+    )  # fmt: skip
     try:
         response = httpx.get(f"{base_url}/work", timeout=5)
         assert response.status_code == 200

@@ -14,11 +14,9 @@ takes a few seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,10 @@ import pytest
 import trio
 
 from tests.apps.load_app import SHIELD_TIMEOUT
+from tests.serve_process import start_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.0  # --grace: Hypercorn's graceful_timeout for open requests
 CLIENTS = 16
 LOAD_BEFORE_SIGNAL = 1.5  # seconds of load before the signal
@@ -60,31 +58,6 @@ class Figures:
             f"exit code {self.exit_code}, signal to exit {self.signal_to_exit:.2f} s "
             f"(grace + cap = {GRACE + SHIELD_TIMEOUT:.1f} s)"
         )
-
-
-def start_server(
-    app: str, tmp_path: Path, *options: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], str, Path]:
-    """``python -m trio_bg serve app --bind 127.0.0.1:0 *options`` in a subprocess; returns it,
-    its base URL (read from Hypercorn's "Running on" line) and the file its output goes to."""
-    server_log = tmp_path / "server.log"
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    with server_log.open("w") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_bg", "serve", app, "--bind", "127.0.0.1:0", *options],
-            cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", server_log.read_text())
-        if found:
-            return proc, found.group(1), server_log
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    pytest.fail(f"server did not start:\n{server_log.read_text()}")
 
 
 async def _load(
