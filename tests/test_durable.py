@@ -283,6 +283,41 @@ async def test_a_request_schedules_a_job_after_its_response(redis_server: RedisS
         assert stop(worker) == 0
 
 
+async def test_a_failed_response_never_enqueues_its_after_response_job(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 5xx rule holds for durable jobs too: a 500 response's after-response job is never
+    enqueued, and its handle ends CANCELLED."""
+    queue = jobs.make_queue(redis_server.url)
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            async with queue:
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+                assert message["type"] == "lifespan.shutdown"
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen["handle"] = queue.enqueue_soon(request_tasks(scope).after_response, jobs.add, 2, 3)
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"failed"})
+
+    async with serve_app(TaskMiddleware(app)) as served:
+        response = await served.client.post("/orders")
+        assert response.status_code == 500
+        with trio.fail_after(15):
+            await served.wait_idle()
+        handle = seen["handle"]
+        assert handle.state is TaskState.CANCELLED
+        with pytest.raises(trio_bg.TaskCancelled):
+            await handle.get()
+        assert await stream_state(queue) == (0, 0)
+        assert await queue.redis.keys("streaq:tests:task:data:*") == set()
+    assert "the response status was 500" in caplog.text
+
+
 async def test_enqueue_soon_cancelled_before_its_point_is_never_enqueued(
     redis_server: RedisServer,
 ) -> None:
