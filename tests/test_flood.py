@@ -57,6 +57,7 @@ def rss_kib(pid: int) -> int:
 class Flood:
     def __init__(self) -> None:
         self.answered = 0
+        self.lost: list[str] = []  # flood requests whose connection failed: no answer read
         self.busy = 0
         self.caps_hit = 0
         self.app_started = 0
@@ -71,7 +72,13 @@ async def run_flood(base_url: str, pid: int) -> Flood:
 
     async def flooder(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
-            response = await http.get("/flood")
+            try:
+                response = await http.get("/flood")
+            except httpx.TransportError as exc:
+                # A kept-alive connection reset as it was reused (seen once, in a full suite run
+                # on a loaded machine): counted, and bounded below; the pool opens a new one.
+                flood.lost.append(repr(exc))
+                continue
             assert response.status_code in (200, 503), response.text
             body = json.loads(response.text)
             # Every request starts exactly its cap of request tasks, then is refused once.
@@ -90,7 +97,11 @@ async def run_flood(base_url: str, pid: int) -> Flood:
     async def pinger(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
             began = time.monotonic()
-            response = await http.get("/ping")
+            try:
+                response = await http.get("/ping")
+            except httpx.TransportError as exc:  # as for the flood requests above
+                flood.lost.append(repr(exc))
+                continue
             flood.ping_times.append(time.monotonic() - began)
             assert response.status_code == 200 and response.text == "pong"
             await trio.sleep(0.05)
@@ -100,6 +111,10 @@ async def run_flood(base_url: str, pid: int) -> Flood:
             flood.rss.append(rss_kib(pid))
             await trio.sleep(SAMPLE_EVERY)
 
+    # Kept-alive connections, as real clients and proxies use them. A connection per request
+    # would measure the collector instead: under serve()'s default gc_threshold the cyclic
+    # garbage Hypercorn leaves per connection waits for a rare full collection
+    # (docs/asgi/pitfalls.md, "Clients that open a connection per request").
     limits = httpx.Limits(max_connections=FLOODERS + PINGERS)
     async with httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as http:
         with trio.fail_after(SECONDS + 30):
@@ -136,15 +151,18 @@ def test_a_flood_is_refused_counted_and_contained(tmp_path: Path) -> None:
         f"{flood.caps_hit} per-request caps hit, {stats.started} app tasks started, "
         f"{stats.rejected} refused; {len(pings)} pings, median {pings[len(pings) // 2] * 1000:.0f}"
         f" ms, max {pings[-1] * 1000:.0f} ms; RSS KiB first {flood.rss[0]}, middle-third max "
-        f"{middle}, last-third max {last}, peak {max(flood.rss)}"
+        f"{middle}, last-third max {last}, peak {max(flood.rss)}; {len(flood.lost)} lost"
     )
     assert exit_code == 0, server_log.read_text()[-3000:]
     # The flood was one: the pending queue refused starts, every request hit its own cap.
     assert flood.busy > 0 and flood.answered > flood.busy
     assert flood.caps_hit == flood.answered
-    # Every refusal is counted, and only those; the accounting adds up.
-    assert stats.rejected == flood.busy
-    assert stats.started == flood.app_started
+    # Every refusal is counted, and only those; the accounting adds up. A request whose answer
+    # was lost with its connection may have been served: it can only add to the server's counts.
+    lost = len(flood.lost)
+    assert lost <= max(1, flood.answered // 100), flood.lost
+    assert flood.busy <= stats.rejected <= flood.busy + lost
+    assert flood.app_started <= stats.started <= flood.app_started + lost * APP_TASKS_PER_REQUEST
     assert_adds_up(stats)
     # Plain requests kept being answered, none slowly.
     assert len(pings) >= SECONDS  # at least one a second
