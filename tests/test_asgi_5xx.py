@@ -188,40 +188,28 @@ def starlette_app(deferred: Deferred, *, outcome: str, inside: bool) -> Any:
     return TaskMiddleware(Starlette(routes=routes, exception_handlers=errors))
 
 
-async def test_starlette_outside_a_raising_endpoint_gets_starlettes_500_and_no_deferred_tasks(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("inside", "text", "reason"),
+    [
+        # ServerErrorMiddleware (inside TaskMiddleware) sends the app's own 500, then re-raises.
+        (False, "sorry: KeyError('unknown product')", "the response status was 500"),
+        # The exception passes through TaskMiddleware before any response exists: it answers.
+        (True, "Internal Server Error", "the response was not completed"),
+    ],
+    ids=["outside", "inside"],
+)
+async def test_a_raising_starlette_endpoint_gets_a_500_and_no_deferred_tasks(
+    caplog: pytest.LogCaptureFixture, inside: bool, text: str, reason: str
 ) -> None:
-    # ServerErrorMiddleware (inside TaskMiddleware) sends the app's own 500, then re-raises.
     deferred = Deferred()
-    app = starlette_app(deferred, outcome="raise", inside=False)
+    app = starlette_app(deferred, outcome="raise", inside=inside)
 
     async with serve_app(app) as server:
         response = await server.client.get(SECRET_PATH)
         await server.wait_idle()
 
-    assert (response.status_code, response.text) == (500, "sorry: KeyError('unknown product')")
-    deferred.assert_only_always_ran(
-        caplog, name="GET /orders/{order_id}", reason="the response status was 500"
-    )
-    [error] = framework_errors(caplog)
-    assert isinstance(error, KeyError)
-
-
-async def test_starlette_inside_a_raising_endpoint_gets_a_plain_500_and_no_deferred_tasks(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # The exception passes through TaskMiddleware before any response exists: it answers.
-    deferred = Deferred()
-    app = starlette_app(deferred, outcome="raise", inside=True)
-
-    async with serve_app(app) as server:
-        response = await server.client.get(SECRET_PATH)
-        await server.wait_idle()
-
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
-    deferred.assert_only_always_ran(
-        caplog, name="GET /orders/{order_id}", reason="the response was not completed"
-    )
+    assert (response.status_code, response.text) == (500, text)
+    deferred.assert_only_always_ran(caplog, name="GET /orders/{order_id}", reason=reason)
     [error] = framework_errors(caplog)
     assert isinstance(error, KeyError)
 

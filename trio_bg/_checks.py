@@ -32,6 +32,16 @@ def check_count(what: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_optional_str(what: str, value: object) -> None:
+    """None, or a non-empty str: a wrong kind is a TypeError, an empty str a ValueError."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must be a non-empty str or None, got ''")
+
+
 def check_handler(what: str, handler: object) -> None:
     if handler is not None and not callable(handler):
         raise TypeError(f"{what} must be callable or None, got {type(handler).__name__}")

@@ -28,7 +28,7 @@ from streaq import Worker
 from streaq.utils import now_ms
 
 from .._callables import reject_non_function
-from .._checks import check_seconds
+from .._checks import check_optional_str, check_seconds
 from .._retry import Retry
 from .._starter import TaskStarter
 from .._state import TaskState
@@ -159,7 +159,7 @@ class DurableQueue:
         if retry is not None and not isinstance(cast(object, retry), Retry):
             raise TypeError(f"retry must be a trio_bg.Retry or None, got {type(retry).__name__}")
         checked_timeout = None if timeout is None else _positive("timeout", timeout)
-        _check_optional_str("name", name)
+        check_optional_str("name", name)
 
         def register(fn: F) -> F:
             target: object = fn  # checked through another name: the check narrows its type
@@ -325,7 +325,7 @@ class DurableQueue:
             )
         if delay is not None:
             check_seconds("delay", delay, allow_inf=False)
-        _check_optional_str("key", key)
+        check_optional_str("key", key)
         check_arguments(spec.name, args)
         self._open_worker(method)
         if key is None:
@@ -484,16 +484,6 @@ async def _reload_functions(worker: Worker[Any]) -> None:
 
     text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
     worker._lib = await Streaq(worker.redis, code=text, replace=True)
-
-
-def _check_optional_str(what: str, value: object) -> None:
-    """A wrong kind is a TypeError, an empty str a ValueError (as everywhere in trio_bg)."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str or None, got {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{what} must be a non-empty str or None, got ''")
 
 
 def _positive(what: str, value: object) -> float:
