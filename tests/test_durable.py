@@ -386,3 +386,37 @@ async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
         for first in (0, 20):  # 20 slices to a pass: any 20 rounds in a row ask about each once
             swept = [i for asked in window[first : first + 20] for i in asked[1:]]
             assert sorted(swept) == sorted(others)  # each other job once per 20 rounds
+
+
+@pytest.mark.parametrize(
+    ("path", "stderr"),
+    [
+        ("nocolon", "error: the queue must be given as module:attribute, got 'nocolon'"),
+        ("tests.nosuch:queue", "error: cannot import module 'tests.nosuch': No module named "
+         "'tests.nosuch'"),
+        ("tests.durable_jobs:nope", "error: module 'tests.durable_jobs' has no attribute 'nope'"),
+        ("tests.durable_jobs:add", "error: tests.durable_jobs:add is not a DurableQueue (got "
+         "function)"),
+    ],
+)  # fmt: skip
+def test_the_worker_command_says_what_it_cannot_load_in_one_line(
+    path: str, stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trio_bg.__main__ import main
+
+    assert main(["worker", path, "--log-level", "WARNING"]) == 2
+    assert capsys.readouterr() == ("", stderr + "\n")
+
+
+def test_the_worker_command_refuses_a_grace_that_is_not_finite(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trio_bg.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "tests.durable_jobs:queue", "--grace", "nan"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m trio_bg worker: error: argument --grace: "
+        "must be a finite number of seconds >= 0, got 'nan'"
+    )

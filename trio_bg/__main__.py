@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import logging
-import math
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import trio
 
+from ._cli import CommandError, configure_logging, import_object, seconds_argument
 from ._serve import serve
-
-
-class CommandError(Exception):
-    """A command that cannot run as given: :func:`main` prints ``error: <message>`` as one line
-    and exits with ``code`` (2 for an app that cannot be loaded, 1 for an address that cannot be
-    bound)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def load_app(path: str) -> Callable[..., Awaitable[None]]:
@@ -37,24 +25,7 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
             callable. Any other exception raised by the module's own code propagates with its
             traceback.
     """
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise CommandError(f"the app must be given as module:attribute, got {path!r}", 2)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise CommandError(f"cannot import module {module_name!r}: {exc}", 2) from None
-    owner = f"module {module_name!r}"
-    found: list[str] = []
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise CommandError(f"{owner} has no attribute {part!r}", 2) from None
-        found.append(part)
-        owner = repr(f"{module_name}:{'.'.join(found)}")
+    target = import_object(path, "app")
     if not callable(target):
         raise CommandError(f"{path} is not an ASGI app (not callable)", 2)
     return cast("Callable[..., Awaitable[None]]", target)
@@ -119,23 +90,16 @@ def _reason(exc: BaseException) -> str:
     return reason[:1].lower() + reason[1:]
 
 
-def _seconds(text: str) -> float:
-    """``--grace``: a finite number of seconds >= 0 (argparse reports the error and exits 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (0 <= value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:  # python -m trio_bg worker module:queue (trio_bg.durable)
         from .durable._cli import main as worker_main
 
-        return worker_main(argv[1:])
+        try:
+            return worker_main(argv[1:])
+        except CommandError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.code
     parser = argparse.ArgumentParser(prog="python -m trio_bg")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve an ASGI app with graceful signals")
@@ -151,15 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         command.add_argument(
             "--grace",
-            type=_seconds,
+            type=seconds_argument,
             default=5.0,
             help="seconds open requests get at shutdown (Hypercorn's graceful_timeout)",
         )
         command.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         if args.command == "demo":
             from .asgi._demo import app as demo_app

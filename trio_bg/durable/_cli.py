@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import logging
-import os
-import sys
 from collections.abc import Sequence
 
 import trio
 
+from .._cli import CommandError, configure_logging, import_object, seconds_argument
 from ._queue import DurableQueue
 from ._worker import run_worker
 
 
 def load_queue(path: str) -> DurableQueue:
-    """Import ``"package.module:attribute"`` (from the cwd too) and check it is a queue."""
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise SystemExit(f"error: the queue must be given as module:attribute, got {path!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    target: object = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
+    """Import ``"package.module:attribute"`` (from the cwd too) and check it is a queue.
+
+    Raises:
+        CommandError: what :func:`trio_bg._cli.import_object` refuses, or not a queue.
+    """
+    target = import_object(path, "queue")
     if not isinstance(target, DurableQueue):
-        raise SystemExit(f"error: {path} is not a DurableQueue (got {type(target).__name__})")
+        raise CommandError(f"{path} is not a DurableQueue (got {type(target).__name__})", 2)
     return target
 
 
@@ -40,13 +35,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="jobs at once (default 16)")
     parser.add_argument(
         "--grace",
-        type=float,
+        type=seconds_argument,
         default=30.0,
         help="seconds running jobs get to finish after SIGTERM (default 30)",
     )
     parser.add_argument(
         "--max-backoff",
-        type=float,
+        type=seconds_argument,
         default=5.0,
         help="longest wait between attempts to reach a lost Redis (default 5)",
     )
@@ -54,9 +49,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error(f"--concurrency must be >= 1, got {args.concurrency}")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     if logging.getLogger().level > logging.DEBUG:
         # streaq logs a line per job start and finish at INFO; failures stay (ERROR).
         logging.getLogger("streaq").setLevel(logging.WARNING)
