@@ -7,14 +7,18 @@ fixtures are found by pytest. The real-Hypercorn harness is ``tests/asgi_server.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import trio
 import trio.testing
 
 from trio_bg import TaskStatistics
+
+if TYPE_CHECKING:
+    from trio_bg.dashboard import Dashboard
 
 T = TypeVar("T")
 
@@ -92,3 +96,12 @@ def http_only(scope: Any) -> None:
     """
     if scope["type"] != "http":
         raise RuntimeError("no lifespan support")
+
+
+@pytest.fixture
+def dashboards() -> Iterator[list[Dashboard]]:
+    """Dashboards made by the test, closed after it (their recorder instrument is removed)."""
+    made: list[Dashboard] = []
+    yield made
+    for dashboard in made:
+        dashboard.close()

@@ -4,7 +4,6 @@ app (raw ASGI path dispatch, and a Starlette ``Mount``), with a real httpx clien
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import prometheus_client
@@ -38,15 +37,6 @@ PROCESS_FIELDS = {
     "schema", "pid", "now", "version", "show_args", "managers", "requests", "totals",
     "history", "rate", "shutdown", "queues",
 }  # fmt: skip
-
-
-@pytest.fixture
-def dashboards() -> Iterator[list[Dashboard]]:
-    """Dashboards made by the test, closed after it (their recorder instrument is removed)."""
-    made: list[Dashboard] = []
-    yield made
-    for dashboard in made:
-        dashboard.close()
 
 
 async def wait_here(release: trio.Event) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,14 +35,6 @@ QUEUE_FIELDS = {
     "depth", "delayed", "in_flight", "succeeded", "failed", "cancelled", "workers",
 }  # fmt: skip
 NO_NUMBERS = dict.fromkeys(_durable.NUMBERS)
-
-
-@pytest.fixture
-def dashboards() -> Iterator[list[Dashboard]]:
-    made: list[Dashboard] = []
-    yield made
-    for dashboard in made:
-        dashboard.close()
 
 
 @asynccontextmanager
