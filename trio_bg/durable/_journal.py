@@ -1,0 +1,376 @@
+"""JournalBackend: a DurableQueue's jobs in an SQLite file (``sqlite:///jobs.db``), no broker.
+
+The file is written by one thread per open queue (:class:`._journal_file.JournalFile`, group
+commit). This module is the trio side: enqueue, the results of the handles of this process,
+cancel, statistics, find, pruning finished jobs after ``result_ttl``, and the worker
+(:class:`._journal_worker.JournalWorker`).
+
+Results reach a handle two ways: a job finished by a worker **of this process** is handed to
+its handle right after the commit (no polling); a job finished by another process is noticed
+when the file changes (``PRAGMA data_version``, watched by the file's thread), and the handles
+being awaited are read again then (and every ``poll_interval`` × 20 anyway).
+
+Times in the file are unix seconds from the queue's clock: wall time when the queue opened
+plus trio's clock since (so trio's ``autojump_clock`` moves it in tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
+
+from .._state import TaskState
+from ._exceptions import QueueUnavailable
+from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
+from . import _journal_sql as sql
+from ._journal_file import JournalError, JournalFile, describe
+from ._journal_sql import JobRow, NewJob
+from ._serialization import ERROR_KEY, dumps, loads
+from ._stats import QueueStatistics
+
+if TYPE_CHECKING:
+    from ._backend import Publication
+    from ._jobs import JobSpec
+
+logger = logging.getLogger("trio_bg.durable")
+
+_SWEEP_EVERY = 20
+"""Handles nobody awaits are read again every this many poll intervals."""
+_PRUNE_BATCH = 2000
+
+
+def journal_path(url: str) -> str:
+    """The file of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
+    path = url.removeprefix("sqlite:///")
+    if not path or path == "/":
+        raise ValueError(f"sqlite URL must name a file (sqlite:///jobs.db), got {url!r}")
+    return path
+
+
+class JournalBackend:
+    """The journal of one queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        owner: JobOwner,
+        *,
+        path: str,
+        jobs: Mapping[str, JobSpec],
+        synchronous: str,
+        lease_timeout: float,
+        result_ttl: float,
+        poll_interval: float,
+        busy_timeout: float,
+    ) -> None:
+        self._owner = owner
+        self.path = path
+        self.jobs = jobs
+        self._synchronous = synchronous
+        self.lease_timeout = lease_timeout
+        self._result_ttl = result_ttl
+        self._poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
+        self._file: JournalFile | None = None
+        self._stack: AsyncExitStack | None = None
+        self._offset = 0.0
+        self._handles: weakref.WeakValueDictionary[str, DurableHandle[Any]] = (
+            weakref.WeakValueDictionary()
+        )
+        self._awaited: dict[str, int] = {}
+        self._changed = trio.Event()
+        self._work = trio.Event()
+        """Set when a worker of this process may find a job: an enqueue here, a change of the
+        file by another process, a slot freed, a stop."""
+        self.local_runs: dict[str, Any] = {}
+        """Job id -> the run of a worker of this process (to cancel it directly)."""
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def where(self) -> str:
+        return f"journal {self.path}"
+
+    @property
+    def name(self) -> str:
+        return self._owner.name
+
+    def now(self) -> float:
+        return trio.current_time() + self._offset
+
+    @property
+    def file(self) -> JournalFile:
+        if self._file is None:
+            raise RuntimeError(f"durable queue {self.name!r} is not open")
+        return self._file
+
+    def unavailable(self, exc: BaseException, what: str) -> NoReturn:
+        """Raise QueueUnavailable naming the cause for a file error; re-raise anything else."""
+        if isinstance(exc, JournalError):
+            raise QueueUnavailable(
+                f"durable queue {self.name!r}: cannot {what}: journal {self.path} {exc.cause} "
+                f"({exc.__cause__ or exc})"
+            ) from exc
+        if isinstance(exc, OSError):
+            raise QueueUnavailable(
+                f"durable queue {self.name!r}: cannot {what}: journal {self.path} "
+                f"{describe(exc)} ({exc})"
+            ) from exc
+        raise exc
+
+    # -- open / close -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._offset = time.time() - trio.current_time()
+        try:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            self.unavailable(exc, "open")
+        journal = JournalFile(
+            self.path,
+            synchronous=self._synchronous,
+            busy_timeout=self._busy_timeout,
+            idle_poll=self._poll_interval,
+            on_change=self._file_changed,
+        )
+        try:
+            await journal.open()
+        except BaseException as exc:
+            self.unavailable(exc, "open")
+        stack = AsyncExitStack()
+        stack.push_async_callback(journal.close)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        self._file = journal
+        self._stack = stack
+        self._nursery = nursery
+        nursery.start_soon(self._follow_results)
+        nursery.start_soon(self._prune)
+
+    async def close(self) -> None:
+        stack, self._stack, self._nursery = self._stack, None, None
+        handles = list(self._handles.values())
+        self._handles.clear()
+        self._awaited.clear()
+        for handle in handles:
+            handle._closed()
+        if stack is not None:
+            await stack.aclose()
+        self._file = None
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    async def publish(self, jobs: Sequence[Publication]) -> list[int | None]:
+        now = self.now()
+        rows: list[NewJob] = []
+        for job in jobs:
+            attempts = job.spec.max_deliveries
+            run_at = now + job.delay if job.delay else now
+            rows.append(
+                NewJob(
+                    id=job.handle.id,
+                    function=job.spec.name,
+                    args=dumps(list(job.args)),
+                    run_at=run_at,
+                    key=job.key,
+                    created_at=now,
+                    max_attempts=attempts,
+                )
+            )
+        try:
+            # Shielded: a cancelled caller must not leave a handle that does not know whether
+            # its job was written (the write is one transaction either way).
+            with trio.CancelScope(shield=True):
+                inserted: list[bool] = await self.file.call(sql.insert, self.name, rows)
+        except BaseException as exc:
+            self.unavailable(exc, "enqueue")
+        self._work.set()
+        stamp = _ms(now)
+        return [stamp if new else None for new in inserted]
+
+    # -- results ------------------------------------------------------------------------------
+
+    def watch(self, handle: DurableHandle[Any]) -> None:
+        if self._file is None:
+            handle._closed()
+            return
+        self._handles[handle.id] = handle
+        self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
+        self._changed.set()
+
+    def unwatch(self, handle: DurableHandle[Any]) -> None:
+        waiters = self._awaited.get(handle.id, 0) - 1
+        if waiters > 0:
+            self._awaited[handle.id] = waiters
+        else:
+            self._awaited.pop(handle.id, None)
+
+    def follow(self, handle: DurableHandle[Any]) -> None:
+        if self._file is not None:
+            self._handles[handle.id] = handle
+
+    def abort(self, handle: DurableHandle[Any]) -> None:
+        if self._nursery is None:
+            handle._closed()
+            return
+        self._handles[handle.id] = handle
+        run = self.local_runs.get(handle.id)
+        if run is not None:
+            run.abort()
+            return
+        self._nursery.start_soon(self._send_abort, handle)
+
+    async def _send_abort(self, handle: DurableHandle[Any]) -> None:
+        try:
+            outcome = await self.file.call(sql.cancel, self.name, handle.id, self.now())
+        except (JournalError, RuntimeError):
+            logger.exception("durable queue %r: cannot cancel job %s", self.name, handle.id)
+            return
+        if outcome == "cancelled":
+            handle._finish(TaskState.CANCELLED, None)
+        self._changed.set()
+
+    def finished(self, row: JobRow) -> None:
+        """A worker of this process stored ``row``'s outcome (committed): tell its handle."""
+        handle = self._handles.get(row.id)
+        if handle is not None:
+            self._apply(handle, row)
+
+    def _file_changed(self) -> None:
+        self._changed.set()
+        self._work.set()
+
+    def wake_workers(self) -> None:
+        self._work.set()
+
+    def work_event(self) -> trio.Event:
+        """A fresh event that the next reason to look for work sets."""
+        self._work = trio.Event()
+        return self._work
+
+    async def _follow_results(self) -> None:
+        rounds = 0
+        while True:
+            with trio.move_on_after(self._poll_interval * _SWEEP_EVERY):
+                await self._changed.wait()
+            self._changed = trio.Event()
+            rounds += 1
+            if rounds % _SWEEP_EVERY == 0 or not self._awaited:
+                ids = [i for i, h in list(self._handles.items()) if not h._state.done]
+            else:
+                ids = [i for i in self._awaited if i in self._handles]
+            if not ids:
+                continue
+            try:
+                rows: list[JobRow] = await self.file.call(sql.read, self.name, ids)
+            except JournalError as exc:
+                logger.warning("durable queue %r: cannot read results: %s", self.name, exc)
+                await trio.sleep(max(self._poll_interval, 0.5))
+                continue
+            found = {row.id for row in rows}
+            for row in rows:
+                handle = self._handles.get(row.id)
+                if handle is not None:
+                    self._apply(handle, row)
+            for job_id in ids:
+                if job_id not in found:
+                    handle = self._handles.pop(job_id, None)
+                    if handle is not None and handle._published:
+                        handle._seen_missing()
+            # Wait for the next change rather than spin, but not longer than a poll interval.
+            await trio.sleep(0)
+
+    def _apply(self, handle: DurableHandle[Any], row: JobRow) -> None:
+        if row.state == "running":
+            handle._seen_running()
+            return
+        if row.state == "queued":
+            return
+        record: dict[str, Any] = {
+            "s": row.state == "succeeded",
+            "t": row.attempts,
+            "st": _ms(row.started_at),
+            "ft": _ms(row.finished_at),
+            "ct": _ms(row.created_at),
+        }
+        if row.state == "succeeded":
+            record["r"] = loads(row.result) if row.result is not None else None
+        elif row.state == "cancelled":
+            record["r"] = {ERROR_KEY: {"type": CANCELLED_TYPE, "message": "cancelled"}}
+        else:
+            record["r"] = {ERROR_KEY: loads(row.error) if row.error else {}}
+        if handle._accepts(record):
+            handle._seen_result(record)
+            self._handles.pop(row.id, None)
+
+    # -- find, statistics, pruning ------------------------------------------------------------
+
+    async def find(self, job_id: str) -> DurableHandle[Any] | None:
+        try:
+            rows: list[JobRow] = await self.file.call(sql.read, self.name, [job_id])
+        except BaseException as exc:
+            self.unavailable(exc, "find a job")
+        if not rows:
+            return None
+        row = rows[0]
+        handle: DurableHandle[Any] = DurableHandle(
+            self._owner, job_id=row.id, name=row.function, enqueue_ms=_ms(row.created_at)
+        )
+        handle._published_now()
+        self._apply(handle, row)
+        if not handle.done:
+            self._handles[handle.id] = handle
+        return handle
+
+    async def statistics(self) -> QueueStatistics:
+        now = self.now()
+        try:
+            counts: dict[str, int] = await self.file.call(
+                sql.statistics, self.name, now, now - self.lease_timeout
+            )
+        except BaseException as exc:
+            self.unavailable(exc, "read statistics")
+        return QueueStatistics(**counts)
+
+    async def _prune(self) -> None:
+        """Delete jobs finished more than ``result_ttl`` ago, a batch at a time."""
+        interval = min(max(self._result_ttl / 10, 0.5), 60.0)
+        while True:
+            try:
+                deleted: int = await self.file.call(
+                    sql.prune, self.name, self.now() - self._result_ttl, _PRUNE_BATCH
+                )
+            except JournalError as exc:
+                logger.warning("durable queue %r: cannot prune: %s", self.name, exc)
+                deleted = 0
+            if deleted < _PRUNE_BATCH:
+                await trio.sleep(interval)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int,
+        grace: float,
+        stop: trio.Event,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        from ._journal_worker import JournalWorker
+
+        worker = JournalWorker(self, concurrency=concurrency, grace=grace)
+        await worker.run(stop, task_status=task_status)
+
+    def new_owner_id(self) -> str:
+        return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)

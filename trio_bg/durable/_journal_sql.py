@@ -1,0 +1,309 @@
+"""The journal's statements: plain functions of a connection, run on the journal's thread.
+
+Each runs inside the commit group's transaction (see :mod:`._journal_file`); none commits.
+Times are unix seconds (floats), as the queue's clock gives them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+ROW_COLUMNS = "id, function, state, attempts, result, error, created_at, started_at, finished_at"
+"""What a handle needs of a job row (see :class:`JobRow`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as a handle sees it."""
+
+    id: str
+    function: str
+    state: str
+    attempts: int
+    result: str | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    function: str
+    args: str
+    run_at: float
+    key: str | None
+    created_at: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    function: str
+    args: str
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    id: str
+    function: str
+    owner: str
+    held: float
+    requeued: bool
+
+
+_INSERT = """
+INSERT INTO jobs (id, queue, function, args, state, max_attempts, run_at, key, created_at)
+VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    function = excluded.function, args = excluded.args, state = 'queued', attempts = 0,
+    max_attempts = excluded.max_attempts, run_at = excluded.run_at, key = excluded.key,
+    lease_owner = NULL, lease_expires = NULL, cancel_requested = 0, result = NULL,
+    error = NULL, created_at = excluded.created_at, started_at = NULL, finished_at = NULL
+WHERE jobs.state IN ('succeeded', 'failed', 'cancelled')
+"""
+
+
+def insert(connection: sqlite3.Connection, queue: str, jobs: Sequence[NewJob]) -> list[bool]:
+    """Insert the jobs; per job, False if its id (its key) names a job still active."""
+    inserted: list[bool] = []
+    for job in jobs:
+        cursor = connection.execute(
+            _INSERT,
+            (
+                job.id,
+                queue,
+                job.function,
+                job.args,
+                job.max_attempts,
+                job.run_at,
+                job.key,
+                job.created_at,
+            ),
+        )
+        inserted.append(cursor.rowcount == 1)
+    return inserted
+
+
+_CLAIM = """
+UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+    lease_expires = ?, started_at = ?
+WHERE seq IN (
+    SELECT seq FROM jobs WHERE queue = ? AND state = 'queued' AND run_at <= ?
+    ORDER BY run_at, seq LIMIT ?
+)
+RETURNING id, function, args, attempts, max_attempts
+"""
+
+
+def claim(
+    connection: sqlite3.Connection,
+    queue: str,
+    owner: str,
+    limit: int,
+    now: float,
+    lease_expires: float,
+) -> tuple[list[Claimed], float | None]:
+    """Lease up to ``limit`` runnable jobs to ``owner``; with none, when the next one is due."""
+    rows = connection.execute(_CLAIM, (owner, lease_expires, now, queue, now, limit)).fetchall()
+    if rows:
+        return [Claimed(*row) for row in rows], None
+    due = connection.execute(
+        "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'queued'", (queue,)
+    ).fetchone()[0]
+    return [], due
+
+
+def _count(connection: sqlite3.Connection, queue: str, outcome: str) -> None:
+    connection.execute(
+        "INSERT INTO outcomes (queue, outcome, count) VALUES (?, ?, 1) "
+        "ON CONFLICT (queue, outcome) DO UPDATE SET count = count + 1",
+        (queue, outcome),
+    )
+
+
+def finish(
+    connection: sqlite3.Connection,
+    queue: str,
+    job_id: str,
+    owner: str,
+    state: str,
+    result: str | None,
+    error: str | None,
+    now: float,
+) -> JobRow | None:
+    """Store a run's outcome if ``owner`` still holds the job; the finished row, or None."""
+    row = connection.execute(
+        "UPDATE jobs SET state = ?, result = ?, error = ?, finished_at = ?, lease_owner = NULL, "
+        "lease_expires = NULL WHERE id = ? AND lease_owner = ? AND state = 'running' "
+        f"RETURNING {ROW_COLUMNS}",
+        (state, result, error, now, job_id, owner),
+    ).fetchone()
+    if row is None:
+        return None
+    _count(connection, queue, state)
+    return JobRow(*row)
+
+
+def retry(
+    connection: sqlite3.Connection, job_id: str, owner: str, run_at: float, error: str
+) -> None:
+    """Queue a failed run again from ``run_at`` (its backoff), if ``owner`` still holds it."""
+    connection.execute(
+        "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, lease_owner = NULL, "
+        "lease_expires = NULL WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        (run_at, error, job_id, owner),
+    )
+
+
+def release(connection: sqlite3.Connection, job_ids: Sequence[str], owner: str) -> None:
+    """Hand jobs a stopping worker did not finish back to the queue (this run not counted)."""
+    connection.executemany(
+        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), lease_owner = NULL, "
+        "lease_expires = NULL WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        [(job_id, owner) for job_id in job_ids],
+    )
+
+
+def heartbeat(
+    connection: sqlite3.Connection, queue: str, owner: str, now: float, lease_expires: float
+) -> list[str]:
+    """Renew ``owner``'s leases and say it is alive; the ids of its jobs asked to cancel."""
+    connection.execute(
+        "UPDATE jobs SET lease_expires = ? WHERE lease_owner = ? AND state = 'running'",
+        (lease_expires, owner),
+    )
+    connection.execute(
+        "INSERT INTO workers (id, queue, seen_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+        (owner, queue, now),
+    )
+    rows = connection.execute(
+        "SELECT id FROM jobs WHERE lease_owner = ? AND state = 'running' AND cancel_requested",
+        (owner,),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def leave(connection: sqlite3.Connection, owner: str) -> None:
+    connection.execute("DELETE FROM workers WHERE id = ?", (owner,))
+
+
+def reclaim(
+    connection: sqlite3.Connection, queue: str, now: float, stale_workers: float
+) -> list[Reclaimed]:
+    """Take back the jobs whose lease expired: queued again, or failed past max_attempts."""
+    rows = connection.execute(
+        "SELECT id, function, lease_owner, started_at, attempts, max_attempts, cancel_requested "
+        "FROM jobs WHERE queue = ? AND state = 'running' AND lease_expires < ?",
+        (queue, now),
+    ).fetchall()
+    reclaimed: list[Reclaimed] = []
+    for job_id, function, owner, started, attempts, max_attempts, cancel in rows:
+        held = now - (started or now)
+        if cancel:
+            connection.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, "
+                "lease_expires = NULL WHERE id = ?",
+                (now, job_id),
+            )
+            _count(connection, queue, "cancelled")
+            requeued = False
+        elif attempts >= max_attempts:
+            error = (
+                '{"type": "trio_bg.durable.JobLost", "message": "the worker running it was '
+                f'lost {attempts} times", "traceback": ""}}'
+            )
+            connection.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, "
+                "lease_owner = NULL, lease_expires = NULL WHERE id = ?",
+                (error, now, job_id),
+            )
+            _count(connection, queue, "failed")
+            requeued = False
+        else:
+            connection.execute(
+                "UPDATE jobs SET state = 'queued', run_at = ?, lease_owner = NULL, "
+                "lease_expires = NULL WHERE id = ?",
+                (now, job_id),
+            )
+            requeued = True
+        reclaimed.append(Reclaimed(job_id, function, str(owner), held, requeued))
+    connection.execute(
+        "DELETE FROM workers WHERE queue = ? AND seen_at < ?", (queue, now - stale_workers)
+    )
+    return reclaimed
+
+
+def cancel(connection: sqlite3.Connection, queue: str, job_id: str, now: float) -> str | None:
+    """``cancelled`` (it was queued), ``requested`` (it runs: its worker will), or None."""
+    cursor = connection.execute(
+        "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'queued'",
+        (now, job_id),
+    )
+    if cursor.rowcount:
+        _count(connection, queue, "cancelled")
+        return "cancelled"
+    cursor = connection.execute(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
+    )
+    return "requested" if cursor.rowcount else None
+
+
+def read(connection: sqlite3.Connection, queue: str, job_ids: Sequence[str]) -> list[JobRow]:
+    """The rows of those of the jobs the file still has."""
+    rows: list[JobRow] = []
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows.extend(
+            JobRow(*row)
+            for row in connection.execute(
+                f"SELECT {ROW_COLUMNS} FROM jobs WHERE queue = ? AND id IN ({marks})",
+                (queue, *chunk),
+            )
+        )
+    return rows
+
+
+def prune(connection: sqlite3.Connection, queue: str, before: float, limit: int) -> int:
+    """Delete up to ``limit`` jobs of ``queue`` that finished before ``before``."""
+    cursor = connection.execute(
+        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND state IN "
+        "('succeeded', 'failed', 'cancelled') AND finished_at < ? LIMIT ?)",
+        (queue, before, limit),
+    )
+    return cursor.rowcount
+
+
+def statistics(
+    connection: sqlite3.Connection, queue: str, now: float, alive_since: float
+) -> dict[str, int]:
+    counts = dict.fromkeys(("depth", "delayed", "in_flight", *FINISHED, "workers"), 0)
+    for state, ready, count in connection.execute(
+        "SELECT state, run_at <= ?, count(*) FROM jobs WHERE queue = ? AND state IN "
+        "('queued', 'running') GROUP BY 1, 2",
+        (now, queue),
+    ):
+        if state == "running":
+            counts["in_flight"] += count
+        else:
+            counts["depth" if ready else "delayed"] += count
+    for outcome, count in connection.execute(
+        "SELECT outcome, count FROM outcomes WHERE queue = ?", (queue,)
+    ):
+        counts[str(outcome)] = int(count)
+    row: Any = connection.execute(
+        "SELECT count(*) FROM workers WHERE queue = ? AND seen_at >= ?", (queue, alive_since)
+    ).fetchone()
+    counts["workers"] = int(row[0])
+    return counts
