@@ -366,17 +366,17 @@ async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
     async with queue:
         handles = [await queue.enqueue(jobs.add, i, 1) for i in range(40)]
         awaited, others = handles[0], {h.id for h in handles[1:]}
-        assert queue._results.watched == 40
+        assert queue._redis("test").results.watched == 40
         async with trio.open_nursery() as nursery:
             nursery.start_soon(awaited.wait)
             await trio.testing.wait_all_tasks_blocked()
-            assert queue._results.awaited == 1
+            assert queue._redis("test").results.awaited == 1
             start = len(rounds)
             with trio.fail_after(10):
                 while len(rounds) < start + 62:  # noqa: ASYNC110 - real rounds on a real Redis
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-        assert queue._results.awaited == 0  # the cancelled wait let go of it
+        assert queue._redis("test").results.awaited == 0  # the cancelled wait let go of it
         # The pass under way when the awaited job left the others may be cut short; from the
         # next pass on, the slices repeat every 20 rounds.
         window = rounds[start + 21 : start + 61]  # the last round listed may be under way

@@ -86,6 +86,10 @@ class JournalBackend:
         )
         self._awaited: dict[str, int] = {}
         self._changed = trio.Event()
+        self._check: set[str] = set()
+        """Ids to read in the next round: handles that just started being awaited."""
+        self._check_all = False
+        """Another process changed the file: read every awaited handle in the next round."""
         self._work = trio.Event()
         """Set when a worker of this process may find a job: an enqueue here, a change of the
         file by another process, a slot freed, a stop."""
@@ -188,7 +192,7 @@ class JournalBackend:
             # Shielded: a cancelled caller must not leave a handle that does not know whether
             # its job was written (the write is one transaction either way).
             with trio.CancelScope(shield=True):
-                inserted: list[bool] = await self.file.call(sql.insert, self.name, rows)
+                inserted: list[bool] = await self.file.call_many(sql.insert_many, self.name, rows)
         except BaseException as exc:
             self.unavailable(exc, "enqueue")
         self._work.set()
@@ -203,6 +207,7 @@ class JournalBackend:
             return
         self._handles[handle.id] = handle
         self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
+        self._check.add(handle.id)
         self._changed.set()
 
     def unwatch(self, handle: DurableHandle[Any]) -> None:
@@ -244,6 +249,7 @@ class JournalBackend:
             self._apply(handle, row)
 
     def _file_changed(self) -> None:
+        self._check_all = True
         self._changed.set()
         self._work.set()
 
@@ -262,10 +268,14 @@ class JournalBackend:
                 await self._changed.wait()
             self._changed = trio.Event()
             rounds += 1
-            if rounds % _SWEEP_EVERY == 0 or not self._awaited:
+            if rounds % _SWEEP_EVERY == 0:
                 ids = [i for i, h in list(self._handles.items()) if not h._state.done]
-            else:
+            elif self._check_all:
                 ids = [i for i in self._awaited if i in self._handles]
+            else:
+                ids = [i for i in self._check if i in self._handles]
+            self._check.clear()
+            self._check_all = False
             if not ids:
                 continue
             try:
@@ -373,4 +383,5 @@ class JournalBackend:
 
 
 def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)
+    # Truncated, as the claim's CAST(created_at * 1000 AS INTEGER): both must agree exactly.
+    return None if seconds is None else int(seconds * 1000)

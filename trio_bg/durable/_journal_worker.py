@@ -25,7 +25,7 @@ import trio
 
 from . import _journal_sql as sql
 from ._journal_file import JournalError
-from ._serialization import check_result, dumps, loads, type_name
+from ._serialization import check_result, dumps, type_name
 
 if TYPE_CHECKING:
     from ._journal import JournalBackend
@@ -141,7 +141,7 @@ class JournalWorker:
                     f"no job named {job.function!r} is registered on durable queue "
                     f"{backend.name!r} in this worker"
                 )
-            args: list[Any] = loads(job.args)
+            args: list[Any] = job.args
             with run.scope:
                 if spec.timeout is not None:
                     with trio.fail_after(spec.timeout):
@@ -193,18 +193,26 @@ class JournalWorker:
                 assert error is not None
                 await backend.file.call(sql.retry, job.id, self._owner, retry_at, error)
             else:
-                row = await backend.file.call(
-                    sql.finish,
-                    backend.name,
-                    job.id,
-                    self._owner,
-                    state,
-                    result,
-                    error,
-                    backend.now(),
+                now = backend.now()
+                stored: bool = await backend.file.call_many(
+                    sql.finish_many,
+                    (backend.name, self._owner),
+                    (job.id, state, result, error, now),
                 )
-                if row is not None:
-                    backend.finished(row)
+                if stored:
+                    backend.finished(
+                        sql.JobRow(
+                            id=job.id,
+                            function=job.function,
+                            state=state,
+                            attempts=job.attempts,
+                            result=result,
+                            error=error,
+                            created_at=job.created_at,
+                            started_at=job.started_at,
+                            finished_at=now,
+                        )
+                    )
         except JournalError as exc:
             # Its lease runs out and it runs again: at-least-once.
             logger.error(
