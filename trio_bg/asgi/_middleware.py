@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, final
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
@@ -23,6 +24,9 @@ from .._state import Timing
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
+
+if TYPE_CHECKING:
+    from ..durable import DurableQueue
 
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _ERROR_BODY = b"Internal Server Error"
@@ -70,6 +74,12 @@ class TaskMiddleware:
             manager (after the process-wide ones).
         recent_limit: how many finished app tasks the app manager keeps in ``recent`` (and so
             :func:`trio_bg.find_task` finds, beyond the process-wide history).
+        queues: :class:`trio_bg.durable.DurableQueue` objects opened at startup (before the
+            app manager) and closed at shutdown (after it). One that cannot be opened is logged
+            and the app serves without it (its enqueues raise QueueUnavailable naming why).
+        queue_concurrency: with N > 0, each queue also runs its jobs in this process: a worker
+            of N jobs at once, an app task named ``durable worker <queue>``; at shutdown it
+            stops taking jobs and its running jobs get ``grace_period``.
     """
 
     __slots__ = (
@@ -82,6 +92,8 @@ class TaskMiddleware:
         "_max_running",
         "_name",
         "_on_error",
+        "_queue_concurrency",
+        "_queues",
         "_recent_limit",
         "_shield_timeout",
     )
@@ -99,6 +111,8 @@ class TaskMiddleware:
         name: str = "app",
         instruments: Iterable[Instrument] = (),
         recent_limit: int = 100,
+        queues: Iterable[DurableQueue] = (),
+        queue_concurrency: int = 0,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TaskMiddleware() takes an ASGI app, got {type(app).__name__!r}")
@@ -123,6 +137,12 @@ class TaskMiddleware:
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
+        self._queue_concurrency = check_count("queue_concurrency", queue_concurrency, 0)
+        self._queues: tuple[DurableQueue, ...] = ()
+        if not (isinstance(queues, tuple | list) and not queues):
+            from ..durable._app import check_queues  # only with queues: an optional extra
+
+            self._queues = check_queues(queues)
 
     @property
     def app_manager(self) -> TaskManager | None:
@@ -176,7 +196,12 @@ class TaskMiddleware:
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
         inner = InnerLifespan(self._app, scope)
-        async with trio.open_nursery() as nursery:
+        async with AsyncExitStack() as queues, trio.open_nursery() as nursery:
+            stop_workers = trio.Event()
+            if self._queues:
+                from ..durable._app import open_queues
+
+                await open_queues(queues, self._queues)
             nursery.start_soon(inner.run)
             manager = TaskManager._create(
                 name=self._name,
@@ -189,6 +214,12 @@ class TaskMiddleware:
                 instruments=self._instruments,
             )
             async with TaskManagerContext(manager):
+                if self._queue_concurrency:
+                    from ..durable._app import start_workers
+
+                    start_workers(
+                        manager, self._queues, self._queue_concurrency, self._grace, stop_workers
+                    )
                 state: Any = scope.get("state")
                 if isinstance(state, dict):
                     state[APP_TASKS_KEY] = manager
@@ -202,6 +233,7 @@ class TaskMiddleware:
                     await send({"type": "lifespan.startup.complete"})
                     message = await receive()
                 finally:
+                    stop_workers.set()
                     self._app_manager = None
             # The app manager is closed: its tasks are done or cancelled and reported.
             reply = await inner.exchange(message)

@@ -119,7 +119,7 @@ class JournalBackend:
         if isinstance(exc, JournalError):
             raise QueueUnavailable(
                 f"durable queue {self.name!r}: cannot {what}: journal {self.path} {exc.cause} "
-                f"({exc.__cause__ or exc})"
+                f"({exc.error})"
             ) from exc
         if isinstance(exc, OSError):
             raise QueueUnavailable(

@@ -20,6 +20,7 @@ docs/journal.md; a thread of our own batches a whole group for one hop each way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import sqlite3
@@ -85,11 +86,14 @@ class JournalError(Exception):
     def __init__(self, cause: str, error: BaseException) -> None:
         super().__init__(f"{cause}: {error}")
         self.cause = cause
+        self.error = error
 
 
 def describe(error: BaseException) -> str:
     """A few words for what went wrong with the file, from SQLite's or the OS's error."""
     text = str(error).lower()
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "is on a full disk"
     if "locked" in text or "busy" in text:
         return "is locked by another program"
     if "readonly" in text or "read-only" in text:
@@ -98,7 +102,7 @@ def describe(error: BaseException) -> str:
         return "is on a full disk"
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return "is corrupted (not an SQLite database)"
-    if "unable to open" in text or isinstance(error, PermissionError):
+    if "unable to open" in text or isinstance(error, OSError):
         return "cannot be opened or created"
     if "disk i/o" in text:
         return "could not be read or written (disk I/O error)"
@@ -213,11 +217,17 @@ class JournalFile:
         return batch.results[index]
 
     def _run_batch(self, connection: sqlite3.Connection, batch: _Batch) -> None:
-        with self._lock:
-            batch.sealed = True
-            if self._batches.get((batch.fn, batch.key)) is batch:
-                del self._batches[batch.fn, batch.key]
         batch.results = batch.fn(connection, batch.key, batch.items)
+
+    def _seal(self, group: list[_Request]) -> None:
+        """No more items join the batches of ``group``: it runs now (whatever comes of it)."""
+        with self._lock:
+            for request in group:
+                if request.fn == self._run_batch:
+                    batch: _Batch = request.args[0]
+                    batch.sealed = True
+                    if self._batches.get((batch.fn, batch.key)) is batch:
+                        del self._batches[batch.fn, batch.key]
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(connection, *args)`` in the next group without waiting for it."""
@@ -325,6 +335,7 @@ class JournalFile:
             return -1
 
     def _run_group(self, group: list[_Request]) -> None:
+        self._seal(group)
         connection = self._connection
         if connection is None:  # the open request
             for request in group:

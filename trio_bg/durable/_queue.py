@@ -31,6 +31,7 @@ from .._retry import Retry
 from .._starter import TaskStarter
 from .._state import TaskState
 from ._backend import Backend, Publication
+from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
@@ -80,7 +81,15 @@ class DurableQueue:
             heartbeat (renewed every third of it); after that it runs again elsewhere.
     """
 
-    __slots__ = ("_backend", "_jobs", "_jobs_by_fn", "_open_stack", "_url", "name")
+    __slots__ = (
+        "_backend",
+        "_jobs",
+        "_jobs_by_fn",
+        "_open_stack",
+        "_unavailable",
+        "_url",
+        "name",
+    )
 
     def __init__(
         self,
@@ -123,6 +132,8 @@ class DurableQueue:
         self._jobs: dict[str, JobSpec] = {}
         self._jobs_by_fn: dict[Callable[..., Any], JobSpec] = {}
         self._open_stack: list[bool] = []
+        self._unavailable: QueueUnavailable | None = None
+        """Why the app's lifespan could not open the queue (TaskMiddleware(queues=...))."""
         self._backend: RedisBackend | JournalBackend
         if is_redis:
             self._backend = RedisBackend(
@@ -253,6 +264,8 @@ class DurableQueue:
 
     def _open_backend(self, method: str) -> Backend:
         if not self._open_stack:
+            if self._unavailable is not None:
+                raise QueueUnavailable(str(self._unavailable))
             raise RuntimeError(
                 f"durable queue {self.name!r} is not open: {method}() needs 'async with queue:' "
                 "around it (in the app's lifespan)"
