@@ -8,8 +8,8 @@ for the timing points, and starts the deferred tasks when their point comes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
 import trio
@@ -196,12 +196,8 @@ class TaskMiddleware:
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
         inner = InnerLifespan(self._app, scope)
-        async with AsyncExitStack() as queues, trio.open_nursery() as nursery:
-            stop_workers = trio.Event()
-            if self._queues:
-                from ..durable._app import open_queues
-
-                await open_queues(queues, self._queues)
+        stop_workers = trio.Event()
+        async with _queues_then_nursery(self._queues) as nursery:
             nursery.start_soon(inner.run)
             manager = TaskManager._create(
                 name=self._name,
@@ -239,6 +235,18 @@ class TaskMiddleware:
             reply = await inner.exchange(message)
             await send(reply if reply is not None else {"type": "lifespan.shutdown.complete"})
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _queues_then_nursery(queues: tuple[DurableQueue, ...]) -> AsyncIterator[trio.Nursery]:
+    """Open the durable queues (closed last), then the lifespan's nursery."""
+    async with AsyncExitStack() as stack:
+        if queues:
+            from ..durable._app import open_queues
+
+            await open_queues(stack, queues)
+        async with trio.open_nursery() as nursery:
+            yield nursery
 
 
 @final
