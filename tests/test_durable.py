@@ -170,7 +170,9 @@ def test_registration_misuse() -> None:
         queue.task(name=5)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match=r"^name must be a non-empty str or None, got ''$"):
         queue.task(name="")
-    with pytest.raises(ValueError, match=r"^url must be a redis:// or sqlite:/// URL, got 'http://x'$"):
+    with pytest.raises(
+        ValueError, match=r"^url must be a redis:// or sqlite:/// URL, got 'http://x'$"
+    ):
         DurableQueue("http://x")
     with pytest.raises(ValueError, match=r"^name must be a non-empty str without ':', got 'a:b'$"):
         DurableQueue("redis://x", name="a:b")

@@ -8,7 +8,7 @@ for the timing points, and starts the deferred tasks when their point comes.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
@@ -238,7 +238,9 @@ class TaskMiddleware:
 
 
 @asynccontextmanager
-async def _queues_then_nursery(queues: tuple[DurableQueue, ...]) -> AsyncIterator[trio.Nursery]:
+async def _queues_then_nursery(
+    queues: tuple[DurableQueue, ...],
+) -> AsyncGenerator[trio.Nursery, None]:
     """Open the durable queues (closed last), then the lifespan's nursery."""
     async with AsyncExitStack() as stack:
         if queues:

@@ -1,4 +1,4 @@
-"""DurableHandle: a durable job, seen from the process that enqueued or found it (TaskHandleLike)."""
+"""DurableHandle: a durable job, seen from the process that enqueued or found it."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ cancel, statistics, find, pruning finished jobs after ``result_ttl``, and the wo
 Results reach a handle two ways: a job finished by a worker **of this process** is handed to
 its handle right after the commit (no polling); a job finished by another process is noticed
 when the file changes (``PRAGMA data_version``, watched by the file's thread), and the handles
-being awaited are read again then (and every ``poll_interval`` × 20 anyway).
+being awaited are read again then (and every 20 ``poll_interval`` anyway).
 
 Times in the file are unix seconds from the queue's clock: wall time when the queue opened
 plus trio's clock since (so trio's ``autojump_clock`` moves it in tests).
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from .._state import TaskState
+from . import _journal_sql as sql
 from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
-from . import _journal_sql as sql
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
 from ._serialization import ERROR_KEY, dumps, loads
@@ -133,7 +133,8 @@ class JournalBackend:
     async def open(self) -> None:
         self._offset = time.time() - trio.current_time()
         try:
-            parent = os.path.dirname(os.path.abspath(self.path))
+            # A mkdir, not worth a thread: the directory is local, as SQLite's file must be.
+            parent = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240
             os.makedirs(parent, exist_ok=True)
         except OSError as exc:
             self.unavailable(exc, "open")
@@ -188,11 +189,12 @@ class JournalBackend:
                     max_attempts=attempts,
                 )
             )
+        inserted: list[bool] = []
         try:
             # Shielded: a cancelled caller must not leave a handle that does not know whether
             # its job was written (the write is one transaction either way).
             with trio.CancelScope(shield=True):
-                inserted: list[bool] = await self.file.call_many(sql.insert_many, self.name, rows)
+                inserted = await self.file.call_many(sql.insert_many, self.name, rows)
         except BaseException as exc:
             self.unavailable(exc, "enqueue")
         self._work.set()
@@ -294,8 +296,6 @@ class JournalBackend:
                     handle = self._handles.pop(job_id, None)
                     if handle is not None and handle._published:
                         handle._seen_missing()
-            # Wait for the next change rather than spin, but not longer than a poll interval.
-            await trio.sleep(0)
 
     def _apply(self, handle: DurableHandle[Any], row: JobRow) -> None:
         if row.state == "running":

@@ -385,16 +385,12 @@ class JournalFile:
             for request in group:
                 request.event.set()
 
-        try:
+        with contextlib.suppress(trio.RunFinishedError):  # the run is over: nobody waits
             self._token.run_sync_soon(wake)
-        except trio.RunFinishedError:
-            pass
 
     def _notify_change(self) -> None:
-        try:
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._on_change)
-        except trio.RunFinishedError:
-            pass
 
     def _fail_waiting(self) -> None:
         waiting: list[_Request] = []

@@ -400,7 +400,9 @@ def prune(connection: sqlite3.Connection, queue: str, before: float, limit: int)
 def statistics(
     connection: sqlite3.Connection, queue: str, now: float, alive_since: float
 ) -> dict[str, int]:
-    counts = dict.fromkeys(("depth", "delayed", "in_flight", *FINISHED, "workers"), 0)
+    counts: dict[str, int] = dict.fromkeys(
+        ("depth", "delayed", "in_flight", *FINISHED, "workers"), 0
+    )
     for state, ready, count in connection.execute(
         "SELECT state, run_at <= ?, count(*) FROM jobs WHERE queue = ? AND state IN "
         "('queued', 'running') GROUP BY 1, 2",

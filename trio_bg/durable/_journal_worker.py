@@ -103,6 +103,7 @@ class JournalWorker:
             due: float | None = None
             if free > 0:
                 now = backend.now()
+                claimed: list[Claimed]
                 try:
                     claimed, due = await backend.file.call(
                         sql.claim,

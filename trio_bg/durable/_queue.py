@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType, TracebackType
 from typing import (
@@ -442,7 +442,7 @@ class DurableQueue:
     @asynccontextmanager
     async def open_worker(
         self, *, concurrency: int = 16, grace: float = 30.0
-    ) -> AsyncIterator[None]:
+    ) -> AsyncGenerator[None, None]:
         """Run this queue's jobs in this process while the block runs.
 
         ``async with queue.open_worker(concurrency=8, grace=10):`` opens the queue if it is not

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 from coredis.exceptions import ResponseError
@@ -157,12 +157,13 @@ class RedisBackend:
         if raw_result is not None:
             decoded: object = loads(raw_result)
             if isinstance(decoded, dict):
-                record = {str(k): v for k, v in decoded.items()}  # pyright: ignore[reportUnknownVariableType]
+                record = cast("dict[str, Any]", decoded)
                 name = record.get("fn")
         if raw_data is not None and name is None:
             decoded = loads(raw_data)
             if isinstance(decoded, dict):
-                name = decoded.get("f") or decoded.get("fn")  # pyright: ignore[reportUnknownMemberType]
+                data_record = cast("dict[str, Any]", decoded)
+                name = data_record.get("f") or data_record.get("fn")
         if raw_data is None and record is None:
             return None
         handle: DurableHandle[Any] = DurableHandle(
@@ -265,9 +266,10 @@ async def _publish_tasks(
         return [await request]
     async with worker.redis.pipeline(transaction=True) as pipe:
         lib = Streaq(pipe)
-        requests = [
-            worker.publish_task(pipe, task, data, enqueue_ms, lib=lib) for task, data in tasks
-        ]
+        requests: list[Awaitable[object]] = []
+        for task, data in tasks:
+            request = worker.publish_task(pipe, task, data, enqueue_ms, lib=lib)
+            requests.append(request)
     return [await r for r in requests]
 
 
