@@ -12,7 +12,7 @@ from ._exceptions import JobLost as JobLost
 from ._exceptions import QueueUnavailable as QueueUnavailable
 from ._handle import DurableHandle as DurableHandle
 from ._queue import DurableQueue as DurableQueue
-from ._stats import QueueStatistics as QueueStatistics
+from ._statistics import QueueStatistics as QueueStatistics
 from ._worker import run_worker as run_worker
 
 _fixup_module_metadata(__name__, globals())

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._handle import DurableHandle
     from ._jobs import JobSpec
-    from ._stats import QueueStatistics
+    from ._statistics import QueueStatistics
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
 from ._serialization import ERROR_KEY, dumps, loads
-from ._stats import QueueStatistics
+from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
     from ._backend import Publication

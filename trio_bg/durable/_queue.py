@@ -35,12 +35,13 @@ from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
-from ._redis import RedisBackend
 from ._serialization import check_arguments
-from ._stats import QueueStatistics
+from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
     from typing import Self
+
+    from ._redis import RedisBackend
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -136,6 +137,8 @@ class DurableQueue:
         """Why the app's lifespan could not open the queue (TaskMiddleware(queues=...))."""
         self._backend: RedisBackend | JournalBackend
         if is_redis:
+            from ._redis import RedisBackend  # only for Redis: streaq is the durable extra
+
             self._backend = RedisBackend(
                 self,
                 url=url,
@@ -518,7 +521,7 @@ class DurableQueue:
 
     def _redis(self, what: str) -> RedisBackend:
         backend = self._backend
-        if not isinstance(backend, RedisBackend):
+        if isinstance(backend, JournalBackend):
             raise RuntimeError(f"durable queue {self.name!r} is a journal: {what} is for Redis")
         return backend
 

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._checks import check_count, check_seconds
-from ._connection import first_failure, is_connection_failure
 
 if TYPE_CHECKING:
     from ._queue import DurableQueue
@@ -61,6 +60,8 @@ async def run_worker(
     if queue.is_journal:
         await _run_journal_worker(queue, concurrency, grace, task_status)
         return
+    from ._connection import first_failure, is_connection_failure
+
     prefix = f"{socket.gethostname()}-{os.getpid()}"
     backoff = 0.1
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
