@@ -279,4 +279,5 @@ async def test_the_reclaim_of_an_expired_lease_is_logged(
             assert await found.get() == 3
         assert found.attempts == 2
     [message] = [r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage()]
-    assert message.startswith(f"reclaimed job add ({handle.id}) from worker gone-1, which held it")
+    assert message.startswith(f"reclaimed job add ({handle.id}) from worker gone-1, which held it ")
+    assert message.endswith(" s (lease expired): queued again")

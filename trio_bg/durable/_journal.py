@@ -39,6 +39,7 @@ from ._statistics import QueueStatistics
 if TYPE_CHECKING:
     from ._backend import Publication
     from ._jobs import JobSpec
+    from ._journal_worker import JournalWorker
 
 logger = logging.getLogger("trio_bg.durable")
 
@@ -93,6 +94,9 @@ class JournalBackend:
         self._work = trio.Event()
         """Set when a worker of this process may find a job: an enqueue here, a change of the
         file by another process, a slot freed, a stop."""
+        self.local_worker: JournalWorker | None = None
+        """The worker running in this process (open_worker, the app's), if any: enqueues here
+        hand it jobs directly."""
         self.local_runs: dict[str, Any] = {}
         """Job id -> the run of a worker of this process (to cancel it directly)."""
         self._nursery: trio.Nursery | None = None
@@ -173,22 +177,31 @@ class JournalBackend:
     # -- enqueue ------------------------------------------------------------------------------
 
     async def publish(self, jobs: Sequence[Publication]) -> list[int | None]:
+        """Write the jobs in the next commit group. A job without key or delay goes straight to
+        a worker of this process that has a free slot: written already leased to it, handed
+        over after the commit (one round trip to the thread saved)."""
         now = self.now()
         rows: list[NewJob] = []
+        taker = self.local_worker
+        handed: list[NewJob] = []
         for job in jobs:
-            attempts = job.spec.max_deliveries
-            run_at = now + job.delay if job.delay else now
-            rows.append(
-                NewJob(
-                    id=job.handle.id,
-                    function=job.spec.name,
-                    args=dumps(list(job.args)),
-                    run_at=run_at,
-                    key=job.key,
-                    created_at=now,
-                    max_attempts=attempts,
-                )
+            owner: str | None = None
+            if taker is not None and not job.key and not job.delay and taker.reserve():
+                owner = taker.owner
+            row = NewJob(
+                id=job.handle.id,
+                function=job.spec.name,
+                args=dumps(list(job.args)),
+                run_at=now + job.delay if job.delay else now,
+                key=job.key,
+                created_at=now,
+                max_attempts=job.spec.max_deliveries,
+                lease_owner=owner,
+                lease_expires=None if owner is None else now + self.lease_timeout,
             )
+            rows.append(row)
+            if owner is not None:
+                handed.append(row)
         inserted: list[bool] = []
         try:
             # Shielded: a cancelled caller must not leave a handle that does not know whether
@@ -196,7 +209,11 @@ class JournalBackend:
             with trio.CancelScope(shield=True):
                 inserted = await self.file.call_many(sql.insert_many, self.name, rows)
         except BaseException as exc:
+            if taker is not None:
+                taker.unreserve(len(handed))
             self.unavailable(exc, "enqueue")
+        if taker is not None and handed:
+            taker.take(handed)
         self._work.set()
         stamp = _ms(now)
         return [stamp if new else None for new in inserted]

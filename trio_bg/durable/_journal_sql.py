@@ -43,6 +43,10 @@ class NewJob:
     key: str | None
     created_at: float
     max_attempts: int
+    lease_owner: str | None = None
+    """Set: the job is handed to that worker of the enqueuing process as it is written (state
+    running, attempt 1, leased until ``lease_expires``): no claim round trip."""
+    lease_expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +102,9 @@ def insert(connection: sqlite3.Connection, queue: str, jobs: Sequence[NewJob]) -
     return inserted
 
 
-_INSERT_ROW = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _CHUNK = 400
-"""Rows per multi-row statement (8 parameters a row, well under SQLite's 32,766)."""
+"""Rows per multi-row statement (13 parameters a row, well under SQLite's 32,766)."""
 
 
 def insert_many(
@@ -113,19 +117,26 @@ def insert_many(
         chunk = plain[start : start + _CHUNK]
         values: list[Any] = []
         for job in chunk:
+            handed = job.lease_owner is not None
             values += (
                 job.id,
                 queue,
                 job.function,
                 job.args,
+                "running" if handed else "queued",
+                1 if handed else 0,
                 job.max_attempts,
                 job.run_at,
                 job.key,
+                job.lease_owner,
+                job.lease_expires,
                 job.created_at,
+                job.created_at if handed else None,
             )
         connection.execute(
-            "INSERT INTO jobs (id, queue, function, args, state, max_attempts, run_at, key, "
-            f"created_at) VALUES {','.join([_INSERT_ROW] * len(chunk))}",
+            "INSERT INTO jobs (id, queue, function, args, state, attempts, max_attempts, run_at, "
+            "key, lease_owner, lease_expires, created_at, started_at) VALUES "
+            f"{','.join([_INSERT_ROW] * len(chunk))}",
             values,
         )
     results: list[list[bool]] = []

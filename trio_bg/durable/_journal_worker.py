@@ -25,7 +25,7 @@ import trio
 
 from . import _journal_sql as sql
 from ._journal_file import JournalError
-from ._serialization import check_result, dumps, type_name
+from ._serialization import check_result, dumps, loads, type_name
 
 if TYPE_CHECKING:
     from ._journal import JournalBackend
@@ -61,7 +61,50 @@ class JournalWorker:
         self._owner = backend.new_owner_id()
         self._runs: dict[str, _Run] = {}
         self._stopping = False
+        self._reserved = 0
+        """Slots promised to jobs being enqueued in this process (see :meth:`reserve`)."""
+        self._nursery: trio.Nursery | None = None
 
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    def reserve(self) -> bool:
+        """Promise a free slot to a job this process is enqueuing; False if there is none."""
+        if self._stopping or self._nursery is None:
+            return False
+        if len(self._runs) + self._reserved >= self._concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self, count: int) -> None:
+        self._reserved -= count
+
+    def take(self, rows: list[sql.NewJob]) -> None:
+        """Run jobs written already leased to this worker (their enqueue committed)."""
+        self._reserved -= len(rows)
+        nursery = self._nursery
+        for row in rows:
+            job = sql.Claimed(
+                id=row.id,
+                function=row.function,
+                args=loads(row.args),
+                attempts=1,
+                max_attempts=row.max_attempts,
+                created_at=row.created_at,
+                started_at=row.created_at,
+            )
+            if nursery is None or self._stopping:
+                self._backend.file.submit(sql.release, [job.id], self._owner)
+                continue
+            self._start(nursery, job)
+
+    def _start(self, nursery: trio.Nursery, job: Claimed) -> None:
+        run = _Run(job)
+        self._runs[job.id] = run
+        self._backend.local_runs[job.id] = run
+        nursery.start_soon(self._run, run)
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None]) -> None:
         backend = self._backend
         lease = backend.lease_timeout
@@ -78,14 +121,21 @@ class JournalWorker:
             service.start_soon(self._stop_on, stop)
             try:
                 async with trio.open_nursery() as runs:
+                    self._nursery = runs
+                    if backend.local_worker is None:
+                        backend.local_worker = self
                     task_status.started()
                     await self._claim_loop(runs)
+                    self._nursery = None
                     with trio.move_on_after(self._grace):
                         while self._runs:
                             await backend.work_event().wait()
                     for run in self._runs.values():
                         run.scope.cancel()
             finally:
+                self._nursery = None
+                if backend.local_worker is self:
+                    backend.local_worker = None
                 service.cancel_scope.cancel()
                 with trio.CancelScope(shield=True):
                     await self._leave()
@@ -99,7 +149,7 @@ class JournalWorker:
         backend = self._backend
         while not self._stopping:
             woken = backend.work_event()
-            free = self._concurrency - len(self._runs)
+            free = self._concurrency - len(self._runs) - self._reserved
             due: float | None = None
             if free > 0:
                 now = backend.now()
@@ -118,10 +168,7 @@ class JournalWorker:
                     claimed = []
                     await trio.sleep(1.0)
                 for job in claimed:
-                    run = _Run(job)
-                    self._runs[job.id] = run
-                    backend.local_runs[job.id] = run
-                    runs.start_soon(self._run, run)
+                    self._start(runs, job)
                 if len(claimed) == free:
                     continue  # maybe more are waiting
             if self._stopping:
@@ -248,7 +295,7 @@ class JournalWorker:
                 run.abort()
         for lost in reclaimed:
             logger.warning(
-                "reclaimed job %s (%s) from worker %s, which held it %.1f s past its lease: %s",
+                "reclaimed job %s (%s) from worker %s, which held it %.1f s (lease expired): %s",
                 lost.function,
                 lost.id,
                 lost.owner,
