@@ -7,7 +7,10 @@ journal's thread is involved (trio's autojump clock would jump while a statement
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -281,3 +284,56 @@ async def test_the_reclaim_of_an_expired_lease_is_logged(
     [message] = [r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage()]
     assert message.startswith(f"reclaimed job add ({handle.id}) from worker gone-1, which held it ")
     assert message.endswith(" s (lease expired): queued again")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only, where mounting is allowed; skipped elsewhere)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_full_disk(tiny_disk: Path) -> None:
+    queue = jobs.make_queue(f"sqlite:///{tiny_disk}/jobs.db")
+    async with queue:
+        with pytest.raises(
+            QueueUnavailable,
+            match=r"^durable queue 'tests': cannot enqueue: journal .*jobs.db is on a full disk "
+            r"\(database or disk is full\)$",
+        ):
+            for index in range(100_000):
+                await queue.enqueue(jobs.record, f"{index:08d}" * 50)
+        written = (await queue.statistics()).depth
+        assert written > 0
+        # The app goes on: what was written is readable, and nothing half-written is there.
+        with sqlite3.connect(tiny_disk / "jobs.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert db.execute("SELECT count(*) FROM jobs").fetchone() == (written,)
+
+
+async def test_a_read_only_file(tiny_disk: Path) -> None:
+    queue = jobs.make_queue(f"sqlite:///{tiny_disk}/jobs.db")
+    async with queue:
+        await queue.enqueue(jobs.add, 1, 1)
+    remount = ["mount", "-o", "remount,ro", str(tiny_disk)]
+    await trio.run_process(remount)
+    with pytest.raises(
+        QueueUnavailable,
+        match=r"^durable queue 'tests': cannot open: journal .*jobs.db is read-only \(unable to "
+        r"open database file\)$",
+    ):
+        async with queue:
+            pass

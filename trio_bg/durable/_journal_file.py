@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -107,6 +108,17 @@ def describe(error: BaseException) -> str:
     if "disk i/o" in text:
         return "could not be read or written (disk I/O error)"
     return "failed"
+
+
+def _read_only(path: str) -> bool:
+    """Whether ``path`` exists and cannot be written (its mode, or a read-only file system)."""
+    try:
+        read_only_fs = bool(
+            os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY
+        )
+        return os.path.exists(path) and (read_only_fs or not os.access(path, os.W_OK))
+    except OSError:
+        return False
 
 
 @final
@@ -248,6 +260,14 @@ class JournalFile:
     # -- the thread ---------------------------------------------------------------------------
 
     def _open_connection(self, _: sqlite3.Connection | None) -> None:
+        try:
+            self._connect()
+        except sqlite3.Error as exc:
+            if _read_only(self.path):
+                raise JournalError("is read-only", exc) from exc
+            raise
+
+    def _connect(self) -> None:
         connection = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,

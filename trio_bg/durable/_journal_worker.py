@@ -105,6 +105,7 @@ class JournalWorker:
         self._runs[job.id] = run
         self._backend.local_runs[job.id] = run
         nursery.start_soon(self._run, run)
+
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None]) -> None:
         backend = self._backend
         lease = backend.lease_timeout

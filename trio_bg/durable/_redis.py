@@ -18,7 +18,8 @@ from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
 from ._results import ResultPoller
 from ._serialization import dumps, loads
-from ._stats import CountingWorker, QueueStatistics, read_statistics
+from ._statistics import QueueStatistics
+from ._stats import CountingWorker, read_statistics
 
 if TYPE_CHECKING:
     from ._backend import Publication
