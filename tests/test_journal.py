@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from tests import journal_jobs as jobs
 from trio_bg import TaskCancelled, TaskState
@@ -337,3 +338,16 @@ async def test_a_read_only_file(tiny_disk: Path) -> None:
     ):
         async with queue:
             pass
+
+
+async def test_a_long_delay_on_the_autojump_clock(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The journal's clock is trio's (plus the wall time at open): a delay is logic."""
+    queue = jobs.make_queue(url(tmp_path))
+    async with queue.open_worker(concurrency=1, grace=1):
+        start = trio.current_time()
+        handle = await queue.enqueue(jobs.add, 1, 2, delay=600)
+        assert await handle.get() == 3
+        # Due at 600 s; the clock may also jump to a heartbeat while the file answers.
+        assert 600 <= trio.current_time() - start <= 602
