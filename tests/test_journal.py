@@ -349,5 +349,6 @@ async def test_a_long_delay_on_the_autojump_clock(
         start = trio.current_time()
         handle = await queue.enqueue(jobs.add, 1, 2, delay=600)
         assert await handle.get() == 3
-        # Due at 600 s; the clock may also jump to a heartbeat while the file answers.
-        assert 600 <= trio.current_time() - start <= 602
+        # Not before its time. No upper bound: while the journal's thread answers, every task
+        # waits, so the autojump clock runs on from timer to timer (heartbeats, the pruner).
+        assert trio.current_time() - start >= 600
