@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_bg.durable")
 
 _SWEEP_EVERY = 20
-"""Handles nobody awaits are read again every this many poll intervals."""
+"""A slice of the handles nobody awaits is read every this many poll intervals."""
+_SWEEP_SLICE = 1000
 _PRUNE_BATCH = 2000
 
 
@@ -226,8 +227,9 @@ class JournalBackend:
             return
         self._handles[handle.id] = handle
         self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
-        self._check.add(handle.id)
-        self._changed.set()
+        if handle.id not in self.local_runs:  # else this process's worker will tell it
+            self._check.add(handle.id)
+            self._changed.set()
 
     def unwatch(self, handle: DurableHandle[Any]) -> None:
         waiters = self._awaited.get(handle.id, 0) - 1
@@ -281,20 +283,28 @@ class JournalBackend:
         return self._work
 
     async def _follow_results(self) -> None:
-        rounds = 0
+        """Read the rows of the handles that need it: one that just started being awaited; every
+        awaited one after another process changed the file; and, every 20 poll intervals, a
+        slice of at most :data:`_SWEEP_SLICE` of the others, in turn (their ``state``)."""
+        sweep_every = self._poll_interval * _SWEEP_EVERY
+        next_sweep = trio.current_time() + sweep_every
+        swept: list[str] = []
         while True:
-            with trio.move_on_after(self._poll_interval * _SWEEP_EVERY):
+            with trio.move_on_at(next_sweep):
                 await self._changed.wait()
             self._changed = trio.Event()
-            rounds += 1
-            if rounds % _SWEEP_EVERY == 0:
-                ids = [i for i, h in list(self._handles.items()) if not h._state.done]
-            elif self._check_all:
+            if self._check_all:
                 ids = [i for i in self._awaited if i in self._handles]
             else:
                 ids = [i for i in self._check if i in self._handles]
             self._check.clear()
             self._check_all = False
+            if trio.current_time() >= next_sweep:
+                next_sweep = trio.current_time() + sweep_every
+                if not swept:
+                    swept = list(self._handles.keys())
+                ids += swept[-_SWEEP_SLICE:]
+                del swept[-_SWEEP_SLICE:]
             if not ids:
                 continue
             try:
