@@ -123,14 +123,18 @@ def _read_only(path: str) -> bool:
 
 @final
 class _Request:
-    __slots__ = ("args", "error", "event", "fn", "result")
+    __slots__ = ("args", "detached", "error", "event", "fn", "result")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], *, detached: bool = False
+    ) -> None:
         self.fn = fn
         self.args = args
         self.result: Any = None
         self.error: BaseException | None = None
         self.event = trio.Event()
+        self.detached = detached
+        """Nobody waits for it: an error is logged."""
 
 
 @final
@@ -213,20 +217,30 @@ class JournalFile:
     async def call_many(self, fn: Callable[..., list[Any]], key: Any, item: Any) -> Any:
         """Like :meth:`call` for ``fn(connection, key, items)``: ``item`` joins the batch of
         ``(fn, key)`` not yet taken by the thread; returns ``item``'s result."""
-        with self._lock:
-            batch = self._batches.get((fn, key))
-            if batch is None or batch.sealed:
-                batch = self._batches[fn, key] = _Batch(fn, key)
-                batch.request = _Request(self._run_batch, (batch,))
-                self._requests.put(batch.request)
-            index = len(batch.items)
-            batch.items.append(item)
-            request = batch.request
+        batch, index = self._join(fn, key, item, detached=False)
+        request = batch.request
         assert request is not None
         await request.event.wait()
         if request.error is not None:
             raise request.error
         return batch.results[index]
+
+    def submit_many(self, fn: Callable[..., list[Any]], key: Any, item: Any) -> None:
+        """:meth:`call_many` without waiting: an error is logged (by the thread's delivery)."""
+        self._join(fn, key, item, detached=True)
+
+    def _join(
+        self, fn: Callable[..., list[Any]], key: Any, item: Any, *, detached: bool
+    ) -> tuple[_Batch, int]:
+        with self._lock:
+            batch = self._batches.get((fn, key))
+            if batch is None or batch.sealed:
+                batch = self._batches[fn, key] = _Batch(fn, key)
+                batch.request = _Request(self._run_batch, (batch,), detached=detached)
+                self._requests.put(batch.request)
+            index = len(batch.items)
+            batch.items.append(item)
+        return batch, index
 
     def _run_batch(self, connection: sqlite3.Connection, batch: _Batch) -> None:
         batch.results = batch.fn(connection, batch.key, batch.items)
@@ -404,6 +418,8 @@ class JournalFile:
         def wake() -> None:
             for request in group:
                 request.event.set()
+                if request.detached and request.error is not None:
+                    logger.error("journal %s: a write failed: %s", self.path, request.error)
 
         with contextlib.suppress(trio.RunFinishedError):  # the run is over: nobody waits
             self._token.run_sync_soon(wake)

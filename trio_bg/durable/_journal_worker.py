@@ -211,8 +211,11 @@ class JournalWorker:
         finally:
             self._runs.pop(job.id, None)
             backend.local_runs.pop(job.id, None)
-        with trio.CancelScope(shield=True):
-            await self._store(job, state, result, error, retry_at)
+        if state in ("succeeded", "failed", "cancelled") and retry_at is None:
+            self._finish(job, state, result, error)
+        else:
+            with trio.CancelScope(shield=True):
+                await self._store(job, state, result, error, retry_at)
         backend.wake_workers()
 
     def _failure(self, job: Claimed, exc: Exception) -> tuple[float | None, str]:
@@ -225,6 +228,30 @@ class JournalWorker:
             logger.warning("durable job %s (%s) failed: %r", job.function, job.id, exc)
             return None, error
         return self._backend.now() + delay, error
+
+    def _finish(self, job: Claimed, state: str, result: str | None, error: str | None) -> None:
+        """Tell the handles of this process, then write the outcome in the next commit group
+        without waiting for it: the job has run, and a crash before that commit only runs it
+        again, as a crash just before it returned would (at-least-once). A failed write is
+        logged by the journal's thread; the lease then expires and the job runs again."""
+        backend = self._backend
+        now = backend.now()
+        backend.finished(
+            sql.JobRow(
+                id=job.id,
+                function=job.function,
+                state=state,
+                attempts=job.attempts,
+                result=result,
+                error=error,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=now,
+            )
+        )
+        backend.file.submit_many(
+            sql.finish_many, (backend.name, self._owner), (job.id, state, result, error, now)
+        )
 
     async def _store(
         self,
@@ -242,28 +269,7 @@ class JournalWorker:
                 assert error is not None
                 await backend.file.call(sql.retry, job.id, self._owner, retry_at, error)
             else:
-                now = backend.now()
-                # The handles of this process learn the outcome now, before its commit: the
-                # job has run, and a crash before the commit only runs it again, as a crash
-                # just before it returned would (at-least-once). It saves a commit's latency.
-                backend.finished(
-                    sql.JobRow(
-                        id=job.id,
-                        function=job.function,
-                        state=state,
-                        attempts=job.attempts,
-                        result=result,
-                        error=error,
-                        created_at=job.created_at,
-                        started_at=job.started_at,
-                        finished_at=now,
-                    )
-                )
-                await backend.file.call_many(
-                    sql.finish_many,
-                    (backend.name, self._owner),
-                    (job.id, state, result, error, now),
-                )
+                self._finish(job, state, result, error)
         except JournalError as exc:
             # Its lease runs out and it runs again: at-least-once.
             logger.error(
