@@ -27,6 +27,8 @@ class Publication:
     handle: DurableHandle[Any]
     spec: JobSpec
     args: tuple[Any, ...]
+    encoded_args: str
+    """``args`` as a JSON array (checked once, at enqueue)."""
     delay: float | None
     key: str | None
 

@@ -33,7 +33,7 @@ from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
-from ._serialization import ERROR_KEY, dumps, loads
+from ._serialization import ERROR_KEY, loads
 from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class JournalBackend:
             row = NewJob(
                 id=job.handle.id,
                 function=job.spec.name,
-                args=dumps(list(job.args)),
+                args=job.encoded_args,
                 run_at=now + job.delay if job.delay else now,
                 key=job.key,
                 created_at=now,

@@ -25,7 +25,7 @@ import trio
 
 from . import _journal_sql as sql
 from ._journal_file import JournalError
-from ._serialization import check_result, dumps, loads, type_name
+from ._serialization import dumps, encode_result, loads, type_name
 
 if TYPE_CHECKING:
     from ._journal import JournalBackend
@@ -197,8 +197,7 @@ class JournalWorker:
                         value = await spec.fn(*args)
                 else:
                     value = await spec.fn(*args)
-                check_result(spec.name, value)
-                state, result = "succeeded", dumps(value)
+                state, result = "succeeded", encode_result(spec.name, value)
             if run.scope.cancelled_caught:
                 state = "cancelled" if run.aborted else "released"
         except trio.TooSlowError:

@@ -3,10 +3,8 @@ workers in this process or others."""
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType, TracebackType
@@ -33,9 +31,10 @@ from .._state import TaskState
 from ._backend import Backend, Publication
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
+from ._ids import key_id, random_id
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
-from ._serialization import check_arguments
+from ._serialization import encode_arguments
 from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
@@ -310,8 +309,8 @@ class DurableQueue:
         nothing is enqueued. The write is atomic (one Redis function call; one transaction) and
         shielded from cancellation, so a cancelled caller never leaves a job half-enqueued.
         """
-        spec, handle = self._prepare("enqueue", fn, args, delay, key)
-        await self._publish([Publication(handle, spec, args, delay, key)])
+        spec, handle, encoded = self._prepare("enqueue", fn, args, delay, key)
+        await self._publish([Publication(handle, spec, args, encoded, delay, key)])
         return handle
 
     async def enqueue_many(
@@ -336,8 +335,8 @@ class DurableQueue:
                     f"enqueue_many() takes (fn, args) pairs with args a tuple, got "
                     f"{type(cast(object, args)).__name__}"
                 )
-            spec, handle = self._prepare("enqueue_many", fn, args, None, None)
-            publications.append(Publication(handle, spec, args, None, None))
+            spec, handle, encoded = self._prepare("enqueue_many", fn, args, None, None)
+            publications.append(Publication(handle, spec, args, encoded, None, None))
         if publications:
             await self._publish(publications)
         return [p.handle for p in publications]
@@ -367,11 +366,11 @@ class DurableQueue:
                 "enqueue_soon() takes a trio_bg starter first (a manager, a group, or a timing "
                 f"point such as request_tasks(scope).after_response), got {type(starter).__name__}"
             )
-        spec, handle = self._prepare("enqueue_soon", fn, args, delay, key)
+        spec, handle, encoded = self._prepare("enqueue_soon", fn, args, delay, key)
         handle._publisher = starter.start_soon_named(
             f"enqueue {spec.name}",
             self._publish_later,
-            Publication(handle, spec, args, delay, key),
+            Publication(handle, spec, args, encoded, delay, key),
         )
         return handle
 
@@ -382,8 +381,9 @@ class DurableQueue:
         args: tuple[Any, ...],
         delay: float | None,
         key: str | None,
-    ) -> tuple[JobSpec, DurableHandle[Any]]:
-        """Check everything, make the PENDING handle; nothing touches the store."""
+    ) -> tuple[JobSpec, DurableHandle[Any], str]:
+        """Check everything, make the PENDING handle and the arguments' JSON; nothing touches
+        the store."""
         if not callable(fn) or inspect.iscoroutine(fn):
             reject_non_function(method, fn)
         spec = self._jobs_by_fn.get(cast("Callable[..., Any]", fn))
@@ -396,17 +396,13 @@ class DurableQueue:
         if delay is not None:
             check_seconds("delay", delay, allow_inf=False)
         check_optional_str("key", key)
-        check_arguments(spec.name, args)
+        encoded = encode_arguments(spec.name, args)
         self._open_backend(method)
-        if key is None:
-            job_id = "job-" + uuid.uuid4().hex
-        else:
-            digest = hashlib.sha256(f"{self.name}\0{spec.name}\0{key}".encode()).hexdigest()
-            job_id = "job-" + digest[:32]
+        job_id = random_id() if key is None else key_id(self.name, spec.name, key)
         handle: DurableHandle[Any] = DurableHandle(
             self, job_id=job_id, name=spec.name, enqueue_ms=None
         )
-        return spec, handle
+        return spec, handle, encoded
 
     async def _publish_later(self, publication: Publication) -> None:
         if publication.handle.done:  # cancelled before its timing point
