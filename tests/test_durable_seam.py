@@ -19,7 +19,7 @@ async def test_enqueue_many_find_job_and_an_in_process_worker(redis_server: Redi
         assert (await queue.statistics()).depth == 20
         found = await queue.find_job(handles[0].id)
         assert found is not None
-        assert (found.id, found.state) == (handles[0].id, TaskState.PENDING)
+        assert (found.id, found.name, found.state) == (handles[0].id, "add", TaskState.PENDING)
         assert await queue.find_job("job-" + "0" * 32) is None
         assert await queue.find_job("x" * 5000) is None
         async with queue.open_worker(concurrency=4, grace=1):
@@ -27,5 +27,5 @@ async def test_enqueue_many_find_job_and_an_in_process_worker(redis_server: Redi
                 assert [await h.get() for h in handles] == [i + 1 for i in range(20)]
         done = await queue.find_job(handles[1].id)
         assert done is not None
-        assert (done.state, await done.get()) == (TaskState.SUCCEEDED, 2)
+        assert (done.name, done.state, await done.get()) == ("add", TaskState.SUCCEEDED, 2)
     assert not queue.is_open

@@ -159,7 +159,7 @@ class RedisBackend:
             decoded: object = loads(raw_result)
             if isinstance(decoded, dict):
                 record = cast("dict[str, Any]", decoded)
-                name = record.get("fn")
+                name = record.get("f")
         if raw_data is not None and name is None:
             decoded = loads(raw_data)
             if isinstance(decoded, dict):
