@@ -287,7 +287,7 @@ class JournalFile:
             timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=False,
-            cached_statements=64,
+            cached_statements=128,  # the multi-row shapes (see _journal_sql.chunks) and the rest
         )
         try:
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -103,8 +105,19 @@ def insert(connection: sqlite3.Connection, queue: str, jobs: Sequence[NewJob]) -
 
 
 _INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_CHUNK = 400
-"""Rows per multi-row statement (13 parameters a row, well under SQLite's 32,766)."""
+_CHUNK = 256
+"""Most rows per multi-row statement (13 parameters a row, well under SQLite's 32,766)."""
+
+
+def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``items`` in slices of a power of two long (at most :data:`_CHUNK`): a multi-row
+    statement then has one of 9 shapes, which stay in the connection's statement cache.
+    Preparing a fresh 100-row statement costs ~1.3 ms, running a cached one ~0.15 ms."""
+    start = 0
+    while start < len(items):
+        size = min(_CHUNK, 1 << ((len(items) - start).bit_length() - 1))
+        yield items[start : start + size]
+        start += size
 
 
 def insert_many(
@@ -113,8 +126,7 @@ def insert_many(
     """:func:`insert` for the enqueues of a commit group: the jobs without a key (fresh random
     ids) in multi-row statements, each keyed one on its own (it may name an active job)."""
     plain = [job for jobs in batches for job in jobs if job.key is None]
-    for start in range(0, len(plain), _CHUNK):
-        chunk = plain[start : start + _CHUNK]
+    for chunk in chunks(plain):
         values: list[Any] = []
         for job in chunk:
             handed = job.lease_owner is not None
@@ -246,8 +258,7 @@ def finish_many(
     stores in one commit group: per item whether it still held the job (and stored it)."""
     queue, owner = key
     lost: set[str] = set()
-    for start in range(0, len(items), _CHUNK):
-        chunk = items[start : start + _CHUNK]
+    for chunk in chunks(items):
         ids = [item[0] for item in chunk]
         marks = ",".join("?" * len(chunk))
         found = connection.execute(
@@ -385,8 +396,7 @@ def cancel(connection: sqlite3.Connection, queue: str, job_id: str, now: float) 
 def read(connection: sqlite3.Connection, queue: str, job_ids: Sequence[str]) -> list[JobRow]:
     """The rows of those of the jobs the file still has."""
     rows: list[JobRow] = []
-    for start in range(0, len(job_ids), 500):
-        chunk = job_ids[start : start + 500]
+    for chunk in chunks(job_ids):
         marks = ",".join("?" * len(chunk))
         rows.extend(
             JobRow(*row)
