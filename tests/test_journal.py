@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+import trio_bg
 from tests import journal_jobs as jobs
 from trio_bg import TaskCancelled, TaskState
 from trio_bg.durable import DurableQueue, JobFailed, QueueStatistics, QueueUnavailable
@@ -352,3 +353,18 @@ async def test_a_long_delay_on_the_autojump_clock(
         # Not before its time. No upper bound: while the journal's thread answers, every task
         # waits, so the autojump clock runs on from timer to timer (heartbeats, the pruner).
         assert trio.current_time() - start >= 600
+
+
+async def test_enqueue_soon_through_a_task_manager(tmp_path: Path) -> None:
+    queue = jobs.make_queue(url(tmp_path))
+    async with queue.open_worker(concurrency=2, grace=1):
+        async with trio_bg.open_task_manager() as manager:
+            handle = queue.enqueue_soon(manager, jobs.add, 5, 6)
+            assert handle.state is TaskState.PENDING
+            with trio.fail_after(5):
+                assert await handle.get() == 11
+            never = queue.enqueue_soon(manager, jobs.add, 1, 1)
+            assert never.cancel()  # before its enqueue ran: never enqueued
+        assert never.state is TaskState.CANCELLED
+        assert await queue.find_job(never.id) is None
+        assert (await queue.statistics()).succeeded == 1
