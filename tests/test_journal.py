@@ -365,6 +365,7 @@ async def test_enqueue_soon_through_a_task_manager(tmp_path: Path) -> None:
                 assert await handle.get() == 11
             never = queue.enqueue_soon(manager, jobs.add, 1, 1)
             assert never.cancel()  # before its enqueue ran: never enqueued
-        assert never.state is TaskState.CANCELLED
-        assert await queue.find_job(never.id) is None
+            assert never.state is TaskState.CANCELLED
+            await manager.wait_idle()
+            assert await queue.find_job(never.id) is None
         assert (await queue.statistics()).succeeded == 1
