@@ -365,10 +365,11 @@ def reclaim(
             _count(connection, queue, "failed")
             requeued = False
         else:
+            # Its run_at is kept (it was due already): it goes first, not behind the queue.
             connection.execute(
-                "UPDATE jobs SET state = 'queued', run_at = ?, lease_owner = NULL, "
-                "lease_expires = NULL WHERE id = ?",
-                (now, job_id),
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL "
+                "WHERE id = ?",
+                (job_id,),
             )
             requeued = True
         reclaimed.append(Reclaimed(job_id, function, str(owner), held, requeued))
