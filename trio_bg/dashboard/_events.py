@@ -22,6 +22,7 @@ import trio
 
 from .. import _registry
 from ..asgi._types import Receive, Send
+from ._headers import response_headers
 from ._recorder import Recorder
 
 COALESCE = 0.5
@@ -33,11 +34,10 @@ HEARTBEAT = 15.0
 RETRY_MS = 2000
 """The reconnection delay the stream asks ``EventSource`` for."""
 
-HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-]
+HEADERS = response_headers(
+    b"text/event-stream; charset=utf-8",
+    extra=[(b"x-accel-buffering", b"no")],  # nginx: pass each event on at once
+)
 
 
 def _anything_active() -> bool:
