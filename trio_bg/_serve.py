@@ -22,6 +22,7 @@ from ._closing import STUCK_AFTER, STUCK_INTERVAL
 from ._gc import tuned_gc
 from ._log import logger
 from ._threads import abandoned_threads
+from ._trio_only import require_trio
 from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ async def serve(
     Cancelling the caller cancels the server without a graceful shutdown; the signal handlers
     stay until the server has stopped.
     """
+    require_trio()
     import hypercorn.trio
     from hypercorn.config import Config
 

@@ -20,6 +20,7 @@ from .._instruments import Instrument
 from .._log import logger
 from .._manager import TaskManager, check_instruments
 from .._state import Timing
+from .._trio_only import not_trio
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
@@ -175,6 +176,10 @@ class TaskMiddleware:
         message = await receive()
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+        refusal = not_trio()
+        if refusal is not None:  # before any trio call: fail the startup, so the server stops
+            await send({"type": "lifespan.startup.failed", "message": refusal})
+            raise RuntimeError(refusal)
         inner = InnerLifespan(self._app, scope)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(inner.run)

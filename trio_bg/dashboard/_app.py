@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from .. import _registry
 from .._log import logger
+from .._trio_only import not_trio, require_trio
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
 from ._durable import DurableSection, check_queues
@@ -120,6 +121,7 @@ class Dashboard:
         if kind == "lifespan":  # served on its own: nothing to start or stop
             await _lifespan(receive, send)
             return
+        require_trio()
         if kind != "http":
             raise RuntimeError(f"the dashboard serves http only, not {kind!r}")
         answer = _Answer(send)
@@ -264,6 +266,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            refusal = not_trio()
+            if refusal is not None:  # fail the startup, so the server stops
+                await send({"type": "lifespan.startup.failed", "message": refusal})
+                raise RuntimeError(refusal)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
