@@ -111,10 +111,13 @@
       name.append(el("span", { class: "badge warn", text: "cancelled in " + seconds(t.cancel_in) }));
     }
     const detail = el("td", { class: "detail" });
-    if (t.where) {
-      const file = t.where.file.split("/").slice(-2).join("/");
+    const file = t.where ? t.where.file.split("/").slice(-2).join("/") + ":" + t.where.line : "";
+    if (t.waiting) {  // a worker thread or a retry backoff: no line of the task's own to show
+      detail.append(el("div", { class: "where waiting", title: t.stack.join("\n"),
+        text: t.waiting + (file ? " (" + file + ")" : "") }));
+    } else if (t.where) {
       detail.append(el("div", { class: "where", title: t.stack.join("\n"),
-        text: "at " + t.where.function + " (" + file + ":" + t.where.line + ")" }));
+        text: "at " + t.where.function + " (" + file + ")" }));
     }
     if (t.error) detail.append(el("div", { class: "error", text: t.error.type + ": " + t.error.message }));
     if (t.retries.length) {
