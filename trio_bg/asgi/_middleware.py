@@ -19,6 +19,7 @@ from .._handle import ErrorHandler
 from .._instruments import Instrument
 from .._log import logger
 from .._manager import TaskManager, check_instruments
+from .._shutdown_notice import announce_shutdown
 from .._state import Timing
 from .._trio_only import not_trio
 from ._lifespan import InnerLifespan
@@ -206,6 +207,8 @@ class TaskMiddleware:
                         return
                     await send({"type": "lifespan.startup.complete"})
                     message = await receive()
+                    if message["type"] == "lifespan.shutdown":  # first, for servers not ours
+                        announce_shutdown("lifespan.shutdown")
                 finally:
                     self._app_manager = None
             # The app manager is closed: its tasks are done or cancelled and reported.

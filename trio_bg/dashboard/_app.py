@@ -17,8 +17,10 @@ from ._events import stream
 from ._headers import response_headers
 from ._recorder import RECORDER
 from ._schema import Json, Snapshot
+from ._shutdown import farewell
 
 if TYPE_CHECKING:
+    from .._shutdown_notice import ShutdownNotice
     from ..durable import DurableQueue
 
 _STATIC = {
@@ -187,7 +189,14 @@ class Dashboard:
             if method != "GET":
                 await _error(send, 405, "method not allowed")
                 return
-            await stream(receive, send, RECORDER, self._process, live=bool(self._durable.queues))
+            await stream(
+                receive,
+                send,
+                RECORDER,
+                self._process,
+                self._farewell,
+                live=bool(self._durable.queues),
+            )
         elif path == "/metrics":
             if method != "GET":
                 await _error(send, 405, "method not allowed")
@@ -223,6 +232,11 @@ class Dashboard:
         than a second; one shared read)."""
         await self._durable.refresh()
         return self._snapshot().process(queues=self._durable.json())
+
+    def _farewell(self, notice: ShutdownNotice) -> Json:
+        """The ``shutdown`` event: the forecast and a last snapshot, with the durable queues as
+        last read (no Redis round trip while the server stops)."""
+        return farewell(notice, self._snapshot(), self._durable.json())
 
     async def _cancel(self, send: Send, task_id: str) -> None:
         handle = _registry.find_task(task_id)
