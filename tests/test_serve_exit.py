@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +35,7 @@ def wait_for(log: Path, pattern: str, timeout: float = 15) -> None:
 
 
 @contextmanager
-def open_request(url: str, path: str) -> Iterator[None]:
+def open_request(url: str, path: str) -> Generator[None]:
     """A request the server has not answered, on a raw socket, for the block."""
     host, _, port = url.removeprefix("http://").rpartition(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
