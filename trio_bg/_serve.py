@@ -56,7 +56,9 @@ async def serve(
 ) -> None:
     """Serve an ASGI app with Hypercorn's trio worker in this process until asked to stop.
 
-    SIGTERM and SIGINT start a graceful shutdown: Hypercorn stops accepting, gives open requests
+    SIGTERM and SIGINT start a graceful shutdown, announced first (the dashboard's event streams
+    send their last ``shutdown`` event and end, so an open tab holds nothing; so does the end of
+    ``shutdown_trigger``): Hypercorn stops accepting, gives open requests
     ``graceful_timeout`` seconds (their request tasks run on meanwhile), then cancels them
     (unshielded request tasks stop, shielded ones get the middleware's ``shield_timeout``); then
     the ASGI lifespan shutdown closes the app task manager with its ``grace_period`` and
