@@ -203,3 +203,14 @@ async def test_a_stream_opened_after_the_announcement_says_goodbye_at_once(
     assert last["reason"] == "SIGINT"
     assert last["requests_cancel_in"] == pytest.approx(3.0, abs=0.1)
     assert last["managers"] == []
+
+    # A server that starts later in the run forgets it: streams live again.
+    async with run_lifespan(TaskMiddleware(inner)):
+        assert shutdown_notice() is None
+        live = Client()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dashboard, events_scope(), live.receive, live.send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert live.events() == ["event: snapshot"]
+            live.disconnect.set()
+    assert live.sent[-1].get("more_body") is True  # ended by the disconnect, not by a goodbye

@@ -21,7 +21,7 @@ from ._checks import check_seconds
 from ._closing import STUCK_AFTER, STUCK_INTERVAL
 from ._gc import tuned_gc
 from ._log import logger
-from ._shutdown_notice import announce_shutdown
+from ._shutdown_notice import announce_shutdown, clear_shutdown_notice
 from ._state import TaskState
 from ._threads import abandoned_threads
 from ._trio_only import require_trio
@@ -110,6 +110,7 @@ async def serve(
         config.graceful_timeout = graceful_timeout
     shutdown = trio.Event()
     server_scope = trio.CancelScope()
+    clear_shutdown_notice()  # a server that stopped earlier in this run announced its own stop
     async with trio.open_nursery() as nursery:
         signals_scope: trio.CancelScope | None = None
         grace = float(config.graceful_timeout)

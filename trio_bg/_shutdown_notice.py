@@ -5,7 +5,8 @@ before it tells Hypercorn to stop; :class:`~trio_bg.asgi.TaskMiddleware` announc
 ``lifespan.shutdown`` arrives, for servers trio_bg does not run. Whoever holds a connection open
 for its own reasons (the dashboard's event stream) waits for it, says goodbye and lets go, so
 that an open browser tab never holds the server's shutdown for its graceful timeout. The notice
-is per trio run (a ``RunVar``): one process can run trio several times (tests do).
+is per trio run (a ``RunVar``): one process can run trio several times (tests do); and a server
+that starts in a run where another one stopped clears it (:func:`clear_shutdown_notice`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ def announce_shutdown(reason: str, *, requests_grace: float | None = None) -> bo
     board.notice = ShutdownNotice(reason, time.time(), trio.current_time(), requests_grace)
     board.event.set()
     return True
+
+
+def clear_shutdown_notice() -> None:
+    """A server starts: forget an announcement made earlier in this run (a server that stopped
+    before, in a program or a test that runs several one after another). An unannounced notice
+    is kept, so the streams already waiting on it still hear the next announcement."""
+    try:
+        board = _BOARD.get()
+    except LookupError:
+        return
+    if board.notice is not None:
+        _BOARD.set(_Board())
 
 
 def shutdown_notice() -> ShutdownNotice | None:

@@ -19,7 +19,7 @@ from .._handle import ErrorHandler
 from .._instruments import Instrument
 from .._log import logger
 from .._manager import TaskManager, check_instruments
-from .._shutdown_notice import announce_shutdown
+from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
 from .._state import Timing
 from .._trio_only import not_trio
 from ._lifespan import InnerLifespan
@@ -181,6 +181,7 @@ class TaskMiddleware:
         if refusal is not None:  # before any trio call: fail the startup, so the server stops
             await send({"type": "lifespan.startup.failed", "message": refusal})
             raise RuntimeError(refusal)
+        clear_shutdown_notice()  # an app that stopped earlier in this run announced its stop
         inner = InnerLifespan(self._app, scope)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(inner.run)
