@@ -100,7 +100,8 @@ async def test_a_retried_task_between_attempts_is_in_its_backoff(
         data = json_of(tm, flaky)
         assert (data["waiting"], data["where"]) == ("retry backoff, next attempt in 1.2 s", None)
 
-        await trio.sleep(1.2)  # the second attempt waits at a line of its own
+        await trio.sleep(1.3)  # past the backoff: the second attempt waits at a line of its own
+        await trio.testing.wait_all_tasks_blocked()
         assert calls == [0, 1]
         data = json_of(tm, flaky)
         assert data["waiting"] is None
