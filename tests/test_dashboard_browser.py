@@ -227,7 +227,8 @@ def test_the_dashboard_lives_in_a_browser(browser: Any, tmp_path: Path) -> None:
             assert browser.find_element(By.ID, "shutdown").is_displayed()
             notice = browser.find_element(By.ID, "shutdown-notice").text
             assert notice.startswith("The server was told to stop (shutdown trigger) at "), notice
-            assert "open requests" in notice and notice.endswith("This page no longer updates.")
+            assert "; requests still open are cancelled in " in notice, notice
+            assert notice.endswith(" at the latest. This page no longer updates."), notice
             card = browser.find_element(By.CSS_SELECTOR, '[data-shutdown-manager="app"]')
             assert f"{XSS} ({lingering}) is cancelled in " in card.text, card.text
             assert "unless it ends first" in card.text

@@ -211,8 +211,8 @@
     if (notice) {
       // The server was told to stop: the stream has ended with this forecast.
       const requests = notice.requests_cancel_in === null ? ""
-        : "; open requests (" + notice.open_requests + ") are cancelled in " +
-          seconds(notice.requests_cancel_in) + " at the latest";
+        : "; requests still open are cancelled in " + seconds(notice.requests_cancel_in) +
+          " at the latest";
       body.append(el("p", { id: "shutdown-notice", class: "notice",
         text: "The server was told to stop (" + notice.reason + ") at " +
           notice.announced_at.slice(11, 19) + " UTC" + requests +
