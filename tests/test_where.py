@@ -129,3 +129,16 @@ async def test_a_retried_task_cancelled_in_its_backoff_keeps_no_trio_bg_frame() 
         while tb is not None:
             assert "trio_bg" not in tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_qualname
             tb = tb.tb_next
+
+
+async def test_a_task_whose_function_is_trios_own_shows_that_function() -> None:
+    async with trio_bg.open_task_manager("app") as tm:
+        nap = tm.start_soon_named("nap", trio.sleep_forever)
+        await settle()
+        data = json_of(tm, nap)
+        where = data["where"]
+        assert isinstance(where, dict)
+        assert where["function"] == "sleep_forever"  # not trio's _real_async_yield
+        assert where["file"] == trio.sleep_forever.__code__.co_filename
+        assert data["waiting"] is None
+        tm.cancel_all()

@@ -101,10 +101,13 @@ def _skipped(file: str) -> bool:
 
 def waiting_at(frames: list[Frame]) -> Frame | None:
     """The innermost frame outside trio, outcome and trio_bg's core modules (the runner, a
-    group's wait); the innermost of all if every frame is theirs (a sync function waiting in a
-    worker thread)."""
+    group's wait); if every frame is theirs (the task's function is trio's own, such as
+    ``trio.sleep``), the task's function: the first frame outside trio_bg's core."""
     for frame in reversed(frames):
         if not _skipped(frame.file):
+            return frame
+    for frame in frames:
+        if os.path.dirname(frame.file) != _CORE_DIR:
             return frame
     return frames[-1] if frames else None
 
