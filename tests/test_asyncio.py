@@ -16,7 +16,7 @@ import trio_bg
 from trio_bg.asgi import TaskMiddleware
 from trio_bg.asgi._types import Message
 from trio_bg.dashboard import Dashboard
-from trio_bg.durable import DurableQueue
+from trio_bg.durable import DurableQueue, run_worker
 from trio_bg.testing import run_lifespan, serve_app
 
 MESSAGE = (
@@ -124,9 +124,13 @@ async def durable_queue() -> None:
         raise AssertionError("not reached")
 
 
+async def durable_worker() -> None:
+    await run_worker(DurableQueue("redis://127.0.0.1:1"))
+
+
 ENTRIES: list[Callable[[], Awaitable[None]]] = [
     open_directly, middleware_request, middleware_lifespan, dashboard_request,
-    dashboard_lifespan, serve, served_app, lifespan_helper, durable_queue,
+    dashboard_lifespan, serve, served_app, lifespan_helper, durable_queue, durable_worker,
 ]  # fmt: skip
 
 
