@@ -32,6 +32,7 @@ from .._checks import check_optional_str, check_seconds
 from .._retry import Retry
 from .._starter import TaskStarter
 from .._state import TaskState
+from .._trio_only import require_trio
 from ._connection import client_options, first_failure, is_connection_failure
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
@@ -201,6 +202,7 @@ class DurableQueue:
         ``enqueue_timeout``). Leaving the block stops the poller (waiters raise
         QueueUnavailable) and closes the client; jobs in Redis are not touched.
         """
+        require_trio()
         if self._stack is not None:
             raise RuntimeError(f"durable queue {self.name!r} is already open")
         worker = self.streaq_worker(block_seconds=self._enqueue_timeout)
