@@ -20,7 +20,9 @@ from .._handle import ErrorHandler
 from .._instruments import Instrument
 from .._log import logger
 from .._manager import TaskManager, check_instruments
+from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
 from .._state import Timing
+from .._trio_only import not_trio
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
@@ -195,6 +197,11 @@ class TaskMiddleware:
         message = await receive()
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+        refusal = not_trio()
+        if refusal is not None:  # before any trio call: fail the startup, so the server stops
+            await send({"type": "lifespan.startup.failed", "message": refusal})
+            raise RuntimeError(refusal)
+        clear_shutdown_notice()  # an app that stopped earlier in this run announced its stop
         inner = InnerLifespan(self._app, scope)
         stop_workers = trio.Event()
         async with _queues_then_nursery(self._queues) as nursery:
@@ -228,6 +235,8 @@ class TaskMiddleware:
                         return
                     await send({"type": "lifespan.startup.complete"})
                     message = await receive()
+                    if message["type"] == "lifespan.shutdown":  # first, for servers not ours
+                        announce_shutdown("lifespan.shutdown")
                 finally:
                     stop_workers.set()
                     self._app_manager = None

@@ -28,6 +28,7 @@ from .._checks import check_count, check_optional_str, check_seconds
 from .._retry import Retry
 from .._starter import TaskStarter
 from .._state import TaskState
+from .._trio_only import require_trio
 from ._backend import Backend, Publication
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
@@ -239,6 +240,7 @@ class DurableQueue:
         parent directory of a journal is created. Leaving the block stops following results
         (waiters raise QueueUnavailable) and disconnects; stored jobs are not touched.
         """
+        require_trio()
         if self._open_stack:
             raise RuntimeError(f"durable queue {self.name!r} is already open")
         await self._backend.open()

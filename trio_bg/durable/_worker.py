@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._checks import check_count, check_seconds
+from .._trio_only import require_trio
 
 if TYPE_CHECKING:
     from ._queue import DurableQueue
@@ -54,6 +55,7 @@ async def run_worker(
     other than a lost Redis propagate. Cancelling the call cancels the worker at once: running
     jobs are re-delivered after the reclaim timeout.
     """
+    require_trio()
     check_count("concurrency", concurrency, 1)
     check_seconds("grace", grace, allow_inf=False)
     check_seconds("max_backoff", max_backoff, allow_inf=False)
