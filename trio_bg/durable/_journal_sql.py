@@ -159,17 +159,6 @@ def insert_many(
     return results
 
 
-_CLAIM = """
-UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
-    lease_expires = ?, started_at = ?
-WHERE seq IN (
-    SELECT seq FROM jobs WHERE queue = ? AND state = 'queued' AND run_at <= ?
-    ORDER BY run_at, seq LIMIT ?
-)
-RETURNING id, function, args, attempts, max_attempts
-"""
-
-
 _PICK = """
 SELECT json_group_array(json_array(seq, id, function, json(args), attempts, max_attempts,
     CAST(created_at * 1000 AS INTEGER)))
@@ -224,29 +213,6 @@ def _count(connection: sqlite3.Connection, queue: str, outcome: str) -> None:
         "ON CONFLICT (queue, outcome) DO UPDATE SET count = count + 1",
         (queue, outcome),
     )
-
-
-def finish(
-    connection: sqlite3.Connection,
-    queue: str,
-    job_id: str,
-    owner: str,
-    state: str,
-    result: str | None,
-    error: str | None,
-    now: float,
-) -> JobRow | None:
-    """Store a run's outcome if ``owner`` still holds the job; the finished row, or None."""
-    row = connection.execute(
-        "UPDATE jobs SET state = ?, result = ?, error = ?, finished_at = ?, lease_owner = NULL, "
-        "lease_expires = NULL WHERE id = ? AND lease_owner = ? AND state = 'running' "
-        f"RETURNING {ROW_COLUMNS}",
-        (state, result, error, now, job_id, owner),
-    ).fetchone()
-    if row is None:
-        return None
-    _count(connection, queue, state)
-    return JobRow(*row)
 
 
 def finish_many(
