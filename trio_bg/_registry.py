@@ -25,12 +25,19 @@ finished: deque[TaskHandle[Any]] = deque(maxlen=1000)
 """Finished tasks that no open manager keeps, newest last."""
 
 
+_MAX_DIGITS = 20
+
+
 def task_number(task_id: object) -> int | None:
     """The number of a ``"task-<n>"`` id, or None for anything else."""
     if type(task_id) is not str or not task_id.startswith("task-"):
         return None
     digits = task_id[5:]
-    if not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
+    # Longer than any number a process gives (a 64-bit count has 20 digits): such a string is
+    # not an id, and int() of thousands of digits would raise (Python's int-digit limit).
+    if not 0 < len(digits) <= _MAX_DIGITS or not (digits.isascii() and digits.isdigit()):
+        return None
+    if digits[0] == "0":
         return None  # not an id trio_bg gives ("task-07", "task-²", "task-")
     return int(digits)
 
