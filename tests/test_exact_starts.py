@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import trio_bg
 from trio_bg import TaskHandle, TaskManager, TaskStarter, TaskStatistics
-from trio_bg._callables import callable_name, check_arguments, fits
+from trio_bg._core._callables import callable_name, check_arguments, fits
 from trio_bg.asgi import TaskMiddleware, request_tasks
 
 NOTHING = TaskStatistics(0, 0, 0, 0, 0, 0, 0)

@@ -124,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "demo":
-            from .asgi._demo import app as demo_app
+            from ._demo import Demo
 
-            app: Callable[..., Awaitable[None]] = demo_app
+            app: Callable[..., Awaitable[None]] = Demo().app
         else:
             app = load_app(args.app)
         serve_command(app, args.bind or ["127.0.0.1:8000"], args.grace)

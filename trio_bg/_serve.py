@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
-from . import _registry
-from ._checks import check_seconds
-from ._closing import STUCK_AFTER, STUCK_INTERVAL
-from ._gc import tuned_gc
-from ._log import logger
-from ._threads import abandoned_threads
-from ._where import chain_text, task_coroutines
+from ._core import _registry
+from ._core._checks import check_seconds
+from ._core._closing import STUCK_AFTER, STUCK_INTERVAL
+from ._core._gc import tuned_gc
+from ._core._log import logger
+from ._core._threads import abandoned_threads
+from ._core._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
     from hypercorn.config import Config

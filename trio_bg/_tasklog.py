@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._instruments import DEBUG_INSTRUMENTS, Instrument
-from ._log import logger
+from ._core._instruments import DEBUG_INSTRUMENTS, Instrument
+from ._core._log import logger
 
 if TYPE_CHECKING:
-    from ._handle import TaskHandle
+    from ._core._handle import TaskHandle
 
 
 def _fields(handle: TaskHandle[Any]) -> dict[str, object]:

@@ -40,16 +40,16 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ._checks import check_count
-from ._instruments import Instrument
-from ._state import TaskState
+from ._core._checks import check_count
+from ._core._instruments import Instrument
+from ._core._state import TaskState
 from .asgi._request import RequestTaskManager
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-    from ._handle import TaskHandle
-    from ._manager import TaskManager
+    from ._core._handle import TaskHandle
+    from ._core._manager import TaskManager
 
 __all__ = ["PrometheusInstrument", "scrape_registry"]
 

@@ -32,13 +32,13 @@ except ImportError as exc:  # the extra is not installed
     raise ImportError("trio_bg.otel needs opentelemetry-api: pip install 'trio-bg[otel]'") from exc
 
 from . import __version__
-from ._instruments import Instrument
-from ._state import TaskState
+from ._core._instruments import Instrument
+from ._core._state import TaskState
 from .asgi import RequestTaskManager
 
 if TYPE_CHECKING:
-    from ._handle import TaskHandle
-    from ._manager import TaskManager
+    from ._core._handle import TaskHandle
+    from ._core._manager import TaskManager
 
 __all__ = ["OpenTelemetryInstrument"]
 

@@ -13,13 +13,13 @@ from typing import Any, final
 
 import trio
 
-from .._checks import check_cap, check_count, check_handler, check_seconds
-from .._closing import TaskManagerContext
-from .._handle import ErrorHandler
-from .._instruments import Instrument
-from .._log import logger
-from .._manager import TaskManager, check_instruments
-from .._state import Timing
+from .._core._checks import check_cap, check_count, check_handler, check_seconds
+from .._core._closing import TaskManagerContext
+from .._core._handle import ErrorHandler
+from .._core._instruments import Instrument
+from .._core._log import logger
+from .._core._manager import TaskManager, check_instruments
+from .._core._state import Timing
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp

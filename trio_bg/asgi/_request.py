@@ -28,13 +28,13 @@ import time
 from collections.abc import Callable
 from typing import Any, final
 
-from .._handle import ErrorHandler, TaskHandle
-from .._instruments import InstrumentSet
-from .._log import logger
-from .._manager import TaskManager
-from .._options import TaskOptions
-from .._starter import TaskStarter
-from .._state import Timing
+from .._core._handle import ErrorHandler, TaskHandle
+from .._core._instruments import InstrumentSet
+from .._core._log import logger
+from .._core._manager import TaskManager
+from .._core._options import TaskOptions
+from .._core._starter import TaskStarter
+from .._core._state import Timing
 from ._types import Scope
 
 _IMMEDIATE = Timing.IMMEDIATE

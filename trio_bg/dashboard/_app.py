@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, final
 
-from .. import _registry
+from .._core import _registry
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
 from ._durable import DurableSection, check_queues

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .. import _registry
+from .._core import _registry
 from ..asgi._types import Receive, Send
 from ._recorder import Recorder
 

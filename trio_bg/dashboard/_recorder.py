@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from .._instruments import Instrument, add_instrument, remove_instrument
+from .._core._instruments import Instrument, add_instrument, remove_instrument
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
-    from .._manager import TaskManager
+    from .._core._handle import TaskHandle
+    from .._core._manager import TaskManager
 
 KEEP_TASKS = 2000
 """How many tasks' retry timelines and argument reprs are kept (the newest)."""

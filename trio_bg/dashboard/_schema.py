@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from .. import _registry
-from .._state import TaskState
-from .._where import await_chain, task_coroutines, waiting_at
+from .._core import _registry
+from .._core._state import TaskState
+from .._core._where import await_chain, task_coroutines, waiting_at
 from ..asgi._request import RequestTaskManager
 from ._recorder import Recorder, short_repr, short_str
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
-    from .._manager import TaskManager
+    from .._core._handle import TaskHandle
+    from .._core._manager import TaskManager
 
 SCHEMA = 1
 """The version of the JSON layout."""

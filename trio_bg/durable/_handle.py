@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 import outcome
 import trio
 
-from .._exceptions import TaskCancelled
-from .._state import TaskState
+from .._core._exceptions import TaskCancelled
+from .._core._state import TaskState
 from ._exceptions import JobFailed, JobLost, QueueUnavailable
 from ._serialization import ERROR_KEY
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
+    from .._core._handle import TaskHandle
     from ._queue import DurableQueue
 
 T_co = TypeVar("T_co", covariant=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from streaq import StreaqRetry
 
-from .._retry import Retry
+from .._core._retry import Retry
 from ._serialization import check_result
 
 if TYPE_CHECKING:

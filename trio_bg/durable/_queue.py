@@ -27,11 +27,11 @@ from coredis.exceptions import ResponseError
 from streaq import Worker
 from streaq.utils import now_ms
 
-from .._callables import reject_non_function
-from .._checks import check_optional_str, check_seconds
-from .._retry import Retry
-from .._starter import TaskStarter
-from .._state import TaskState
+from .._core._callables import reject_non_function
+from .._core._checks import check_optional_str, check_seconds
+from .._core._retry import Retry
+from .._core._starter import TaskStarter
+from .._core._state import TaskState
 from ._connection import client_options, first_failure, is_connection_failure
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle

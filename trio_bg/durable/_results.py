@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from .._state import TaskState
+from .._core._state import TaskState
 from ._connection import is_connection_failure
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._checks import check_count, check_seconds
+from .._core._checks import check_count, check_seconds
 from ._connection import first_failure, is_connection_failure
 
 if TYPE_CHECKING:

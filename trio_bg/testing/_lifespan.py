@@ -15,7 +15,7 @@ from typing import Any, final
 
 import trio
 
-from .._log import logger
+from .._core._log import logger
 from ..asgi._types import Message, WrappedApp
 from ._activity import AppActivity
 

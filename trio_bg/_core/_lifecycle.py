@@ -10,8 +10,8 @@ counters and calls the instruments, in that order:
 - :meth:`TaskLifecycle._task_rejected`: a refused start (no handle exists).
 
 The counters move only here, so ``started == pending + running + succeeded + failed + cancelled``
-holds after every method. The manager (:mod:`trio_bg._manager`) decides *when* a transition
-happens; the runner (:mod:`trio_bg._runner`) drives a RUNNING task to its end.
+holds after every method. The manager (:mod:`trio_bg._core._manager`) decides *when* a transition
+happens; the runner (:mod:`trio_bg._core._runner`) drives a RUNNING task to its end.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Data flows one way: a start is validated, makes a :class:`~trio_bg.TaskHandle` (PENDING), which
 runs at once, waits in the FIFO queue for a running slot, or is held until released; a RUNNING
-handle runs in the manager's nursery (:mod:`trio_bg._runner`) and ends in exactly one terminal
+handle runs in the manager's nursery (:mod:`trio_bg._core._runner`) and ends in exactly one terminal
 state with its result captured. Every transition and counter update is in
-:mod:`trio_bg._lifecycle`; the close is in :mod:`trio_bg._closing`.
+:mod:`trio_bg._core._lifecycle`; the close is in :mod:`trio_bg._core._closing`.
 """
 
 from __future__ import annotations

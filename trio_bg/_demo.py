@@ -22,15 +22,14 @@ from typing import Any
 import outcome
 import trio
 
-from .._handle import TaskHandle
-from .._instruments import Instrument
-from .._manager import TaskManager
-from .._registry import find_task
-from .._retry import Retry
-from ..dashboard import Dashboard
-from ._lookup import app_tasks, request_tasks
-from ._middleware import TaskMiddleware
-from ._types import Message, Receive, Scope, Send
+from ._core._handle import TaskHandle
+from ._core._instruments import Instrument
+from ._core._manager import TaskManager
+from ._core._registry import find_task
+from ._core._retry import Retry
+from .asgi import TaskMiddleware, app_tasks, request_tasks
+from .asgi._types import Message, Receive, Scope, Send
+from .dashboard import Dashboard
 
 logger = logging.getLogger("trio_bg.demo")
 _order_ids = itertools.count(1)
@@ -38,23 +37,6 @@ _photo_ids = itertools.count(1)
 failures: list[str] = []
 orders_placed: list[int] = []
 """The ids of the orders placed so far (the report counts them; it takes no id)."""
-
-instruments: tuple[Instrument, ...] = ()
-"""The demo's metrics for ``/dashboard/metrics``, when the metrics extra is installed (in a
-registry of the demo's own, so that importing the demo claims no name in the default one)."""
-registry: object = None
-try:
-    from prometheus_client import CollectorRegistry
-
-    from ..metrics import PrometheusInstrument
-except ImportError:  # pragma: no cover - installed without trio-bg[metrics]
-    pass
-else:
-    registry = CollectorRegistry()
-    instruments = (PrometheusInstrument(registry=registry),)
-
-dashboard = Dashboard(local_only=True, registry=registry)
-"""The live dashboard, mounted at ``/dashboard/``; loopback clients only."""
 
 
 # -- the background work -------------------------------------------------------------------
@@ -275,14 +257,12 @@ async def index(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def router(scope: Scope, receive: Receive, send: Send) -> None:
-    """A minimal router; anything that is not http (lifespan included) is declined."""
+    """The demo's own routes (the dashboard is mounted by :class:`Demo`); anything that is not
+    http (lifespan included) is declined."""
     if scope["type"] != "http":
         raise RuntimeError(f"the demo router serves http only, not {scope['type']!r}")
     method, path = scope["method"], scope["path"]
-    if path == "/dashboard" or path.startswith("/dashboard/"):
-        scope["root_path"] = scope.get("root_path", "") + "/dashboard"
-        await dashboard(scope, receive, send)
-    elif method == "GET" and path == "/":
+    if method == "GET" and path == "/":
         await index(scope, receive, send)
     elif method == "GET" and path == "/tasks":
         await task_list(scope, receive, send)
@@ -313,5 +293,43 @@ def _discard_body(send: Send) -> Send:
 
 _POSTS = {"/orders": orders, "/photos": photos, "/reports": reports, "/fail": fail}
 
-app = TaskMiddleware(router, grace_period=5.0, shield_timeout=30.0, instruments=instruments)
-"""The demo app, ready for ``trio_bg.serve(app)``."""
+
+def _metrics() -> tuple[object, tuple[Instrument, ...]]:
+    """The demo's metrics for ``/dashboard/metrics``, when the metrics extra is installed: a
+    registry of the demo's own (so that the demo claims no name in the default one) and the
+    instrument that fills it."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from .metrics import PrometheusInstrument
+    except ImportError:  # pragma: no cover - installed without trio-bg[metrics]
+        return None, ()
+    registry = CollectorRegistry()
+    return registry, (PrometheusInstrument(registry=registry),)
+
+
+class Demo:
+    """The demo app with its live dashboard mounted at ``/dashboard/`` (loopback clients only).
+
+    Importing this module installs nothing; making a ``Demo`` makes its dashboard, which installs
+    the dashboard's recorder process-wide until :meth:`Dashboard.close`, and the metrics
+    instrument its app manager includes.
+    """
+
+    __slots__ = ("app", "dashboard")
+
+    def __init__(self) -> None:
+        registry, instruments = _metrics()
+        self.dashboard = Dashboard(local_only=True, registry=registry)
+        self.app = TaskMiddleware(
+            self._mount, grace_period=5.0, shield_timeout=30.0, instruments=instruments
+        )
+        """The demo app, ready for ``trio_bg.serve(app)``."""
+
+    async def _mount(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/dashboard" or path.startswith("/dashboard/")):
+            scope["root_path"] = scope.get("root_path", "") + "/dashboard"
+            await self.dashboard(scope, receive, send)
+        else:
+            await router(scope, receive, send)
