@@ -29,8 +29,7 @@ from ._core._statistics import ShutdownReport as ShutdownReport
 from ._core._statistics import TaskStatistics as TaskStatistics
 from ._public import fixup_module_metadata as _fixup_module_metadata
 from ._serve import serve as serve
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 _fixup_module_metadata(__name__, globals())
 

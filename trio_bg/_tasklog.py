@@ -23,7 +23,7 @@ def _fields(handle: TaskHandle[Any]) -> dict[str, object]:
     return {
         "task_id": handle.id,
         "task_name": handle._name,
-        "task_manager": None if manager is None else manager._name,
+        "task_manager": None if manager is None else manager.name,
         "task_state": handle._state.value,
     }
 

@@ -42,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ._core._checks import check_count
 from ._core._instruments import Instrument
+from ._core._manager import TaskManager
 from ._core._state import TaskState
 from .asgi._request import RequestTaskManager
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from ._core._handle import TaskHandle
-    from ._core._manager import TaskManager
 
 __all__ = ["PrometheusInstrument", "scrape_registry"]
 
@@ -263,7 +263,7 @@ class PrometheusInstrument(Instrument):
 
     def task_created(self, handle: TaskHandle[Any]) -> None:
         manager = handle.manager
-        assert manager is not None  # an active task's manager
+        assert isinstance(manager, TaskManager)  # an active task's manager
         series = self._series_for(manager, handle.name)
         self._tasks[handle._n] = _Track(series, trio.current_time())
         series.started.inc()

@@ -31,14 +31,14 @@ try:
 except ImportError as exc:  # the extra is not installed
     raise ImportError("trio_bg.otel needs opentelemetry-api: pip install 'trio-bg[otel]'") from exc
 
-from . import __version__
 from ._core._instruments import Instrument
+from ._core._manager import TaskManager
 from ._core._state import TaskState
+from ._version import __version__
 from .asgi import RequestTaskManager
 
 if TYPE_CHECKING:
     from ._core._handle import TaskHandle
-    from ._core._manager import TaskManager
 
 __all__ = ["OpenTelemetryInstrument"]
 
@@ -103,7 +103,7 @@ class OpenTelemetryInstrument(Instrument):
 
     def task_created(self, handle: TaskHandle[Any]) -> None:
         manager = handle.manager
-        assert manager is not None  # set while the task is active
+        assert isinstance(manager, TaskManager)  # set while the task is active
         attributes: dict[str, AttributeValue] = {
             "trio_bg.task.id": handle.id,
             "trio_bg.task.name": handle.name,

@@ -262,10 +262,9 @@ def closed(manager: TaskManager) -> None:
     ended = trio.current_time()
     manager._close_span = (started, ended)
     if manager._dropped:
+        dropped = sorted(manager._dropped, key=lambda handle: handle._n)
         report = manager._report = ShutdownReport(
-            manager=manager._name,
-            duration=ended - started,
-            cancelled=tuple(sorted(manager._dropped, key=lambda handle: handle._n)),
+            manager=manager._name, duration=ended - started, cancelled=tuple(dropped)
         )
         manager._dropped = None
         logger.warning("%s", report)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
-    from ._handle import TaskHandle
+    from ._handle_like import TaskHandleLike
 
 
 @final
@@ -35,8 +35,10 @@ class ShutdownReport:
     manager: str
     duration: float
     """Seconds from the start of the close to its end (on trio's clock)."""
-    cancelled: tuple[TaskHandle[Any], ...]
-    """Every task cancelled by the shutdown (or an outer cancellation), oldest first."""
+    cancelled: tuple[TaskHandleLike[Any], ...]
+    """Every task cancelled by the shutdown (or an outer cancellation), oldest first (each a
+    :class:`~trio_bg.TaskHandle`, typed by what every handle has so that the report, a value,
+    does not name the handle module)."""
 
     def __str__(self) -> str:
         if not self.cancelled:

@@ -19,6 +19,7 @@ import outcome
 import trio
 
 from .._core import _registry
+from .._core._manager import TaskManager
 from .._core._state import TaskState
 from .._core._where import await_chain, task_coroutines, waiting_at
 from ..asgi._request import RequestTaskManager
@@ -26,7 +27,6 @@ from ._recorder import Recorder, short_repr, short_str
 
 if TYPE_CHECKING:
     from .._core._handle import TaskHandle
-    from .._core._manager import TaskManager
 
 SCHEMA = 1
 """The version of the JSON layout."""
@@ -80,7 +80,7 @@ class Snapshot:
             "id": handle.id,
             "name": handle._name,
             "state": state.value,
-            "manager": None if manager is None else manager._name,
+            "manager": None if manager is None else manager.name,
             "group": handle.group,
             "key": handle.key,
             "timing": handle._timing.value,
@@ -254,6 +254,8 @@ class Snapshot:
         """The JSON of ``GET /api/tasks/{id}``: the task with its where-waiting and deadlines."""
         manager = handle._manager
         coro = closing = None
+        if not isinstance(manager, TaskManager):  # None once the task is done
+            manager = None
         if manager is not None and handle._state is _RUNNING:
             coro = task_coroutines(manager).get(handle._n)
         if manager is not None:
