@@ -13,7 +13,7 @@ from typing import Any, final
 
 import trio
 
-from .._core._checks import check_cap, check_count, check_handler, check_seconds
+from .._core._checks import check_cap, check_count, check_handler, check_name, check_seconds
 from .._core._closing import TaskManagerContext
 from .._core._handle import ErrorHandler
 from .._core._instruments import Instrument
@@ -115,11 +115,7 @@ class TaskMiddleware:
         self._on_error = on_error
         self._max_running = check_cap("max_running", max_running, 1)
         self._max_pending = check_cap("max_pending", max_pending, 0)
-        if type(name) is not str:
-            raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("task manager name must be a non-empty string")
-        self._name = name
+        self._name = check_name("task manager name", name)
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
