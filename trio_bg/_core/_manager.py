@@ -195,7 +195,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
 
     if not TYPE_CHECKING:  # a clear message at run time; a type checker reports the attribute
         # (Properties, not __getattr__: a class with __getattr__ sends every attribute read of
-        # its instances down the slow generic path, 12,000 instructions per task in P1.)
+        # its instances down the slow generic path; docs/performance.md.)
 
         @property
         def after_route(self) -> NoReturn:
@@ -228,7 +228,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
         """Validate a start, make its handle, and launch, queue or hold it.
 
         ``timing``, ``group`` and ``held`` are given by keyword (they are not keyword-only:
-        keyword-only defaults cost 45 ns per call on the plain path, which passes none).
+        keyword-only defaults cost time on the plain path, which passes none).
 
         ``held``: the task stays PENDING until :meth:`_release` (or ends CANCELLED at
         :meth:`_drop_held` unless ``always``); a request's deferred tasks are held this way.
@@ -238,8 +238,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
                 method, name, fn, args, shield, options, timing, group, held
             )
         # Validate everything before anything is created: a refusal starts nothing.
-        # A plain function's code is read once (P1: ~460 instructions per task fewer than
-        # reading fn.__code__ twice, callgrind); anything else takes the careful path.
+        # A plain function's code is read once; anything else takes the careful path.
         code = fn.__code__ if type(fn) is _FunctionType else None
         flags = _CO_GENERATORS if code is None else code.co_flags
         if flags & _CO_GENERATORS:
