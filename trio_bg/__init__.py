@@ -25,6 +25,7 @@ from ._core._retry import Retry as Retry
 from ._core._starter import TaskStarter as TaskStarter
 from ._core._state import TaskState as TaskState
 from ._core._state import Timing as Timing
+from ._core._statistics import CloseDeadlines as CloseDeadlines
 from ._core._statistics import ShutdownReport as ShutdownReport
 from ._core._statistics import TaskStatistics as TaskStatistics
 from ._public import fixup_module_metadata as _fixup_module_metadata
@@ -34,6 +35,7 @@ from ._version import __version__ as __version__
 _fixup_module_metadata(__name__, globals())
 
 __all__ = [
+    "CloseDeadlines",
     "ErrorHandler",
     "Instrument",
     "Retry",

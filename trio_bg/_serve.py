@@ -239,9 +239,9 @@ def _still_running() -> str:
     phrases: list[str] = []
     for manager in tuple(_registry.open_managers):
         coros = task_coroutines(manager)
-        for handle in tuple(manager._active.values()):
-            phrase = f"{handle._name!r} ({handle.id}, manager {manager._name!r})"
-            coro = coros.get(handle._n)
+        for handle in manager.active_tasks:
+            phrase = f"{handle.name!r} ({handle.id}, manager {manager.name!r})"
+            coro = coros.get(handle.number)
             where = "" if coro is None else chain_text(coro)
             phrases.append(f"{phrase} waiting in {where}" if where else phrase)
     if not phrases:

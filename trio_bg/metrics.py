@@ -265,12 +265,12 @@ class PrometheusInstrument(Instrument):
         manager = handle.manager
         assert isinstance(manager, TaskManager)  # an active task's manager
         series = self._series_for(manager, handle.name)
-        self._tasks[handle._n] = _Track(series, trio.current_time())
+        self._tasks[handle.number] = _Track(series, trio.current_time())
         series.started.inc()
         series.pending.inc()
 
     def task_started(self, handle: TaskHandle[Any]) -> None:
-        track = self._tasks.get(handle._n)
+        track = self._tasks.get(handle.number)
         if track is None:
             return  # created before this instrument was installed
         track.started = trio.current_time()
@@ -278,12 +278,12 @@ class PrometheusInstrument(Instrument):
         track.series.running.inc()
 
     def task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
-        track = self._tasks.get(handle._n)
+        track = self._tasks.get(handle.number)
         if track is not None:
             track.series.retries.inc()
 
     def task_finished(self, handle: TaskHandle[Any]) -> None:
-        track = self._tasks.pop(handle._n, None)
+        track = self._tasks.pop(handle.number, None)
         if track is None:
             return
         series = track.series

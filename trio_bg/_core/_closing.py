@@ -21,7 +21,7 @@ from . import _registry
 from ._cancellation import all_cancelled, first_leaf
 from ._instruments import call_hooks, hooks_for
 from ._log import logger
-from ._statistics import ShutdownReport
+from ._statistics import CloseDeadlines, ShutdownReport
 from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
@@ -253,6 +253,21 @@ async def _wait_stuck(manager: TaskManager, *, stopped: float, capped: float) ->
 def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:
     shown = ", ".join(f"{h._name!r} ({h.id})" for h in handles[:most])
     return shown if len(handles) <= most else f"{shown} and {len(handles) - most} more"
+
+
+def close_deadlines(manager: TaskManager) -> CloseDeadlines | None:
+    """The deadlines of a closing manager; None while it is open, or while nothing is going to
+    cancel its tasks (a request whose handler returned waits until the server cancels it)."""
+    if not manager._closed:
+        return None
+    if manager._grace == _INF and not math.isfinite(manager._shield_deadline):
+        return None
+    began = manager._close_started
+    if math.isfinite(manager._shield_deadline):  # the grace period is over
+        return CloseDeadlines(began, trio.current_time(), manager._shield_deadline)
+    grace = began + manager._grace
+    cap = began + manager._shield_timeout if math.isfinite(grace) else _INF
+    return CloseDeadlines(began, grace, cap)
 
 
 def closed(manager: TaskManager) -> None:

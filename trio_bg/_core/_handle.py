@@ -133,6 +133,11 @@ class TaskHandle(Generic[T_co]):
         return f"task-{self._n}"
 
     @property
+    def number(self) -> int:
+        """The ``<n>`` of :attr:`id`, as an int: a cheap key for an instrument's own tables."""
+        return self._n
+
+    @property
     def name(self) -> str:
         """The name given at start, or the function's qualified name."""
         return self._name
@@ -200,6 +205,23 @@ class TaskHandle(Generic[T_co]):
     def finished_at(self) -> datetime | None:
         """When the task reached its terminal state (UTC), or None while active."""
         return _timestamp(getattr(self, "_finished", None))
+
+    @property
+    def created_time(self) -> float:
+        """:attr:`created_at` as seconds since the epoch (``time.time()``), for arithmetic."""
+        return self._created
+
+    @property
+    def started_time(self) -> float | None:
+        """:attr:`started_at` as seconds since the epoch, or None."""
+        started: float | None = getattr(self, "_started", None)
+        return started
+
+    @property
+    def finished_time(self) -> float | None:
+        """:attr:`finished_at` as seconds since the epoch, or None while active."""
+        finished: float | None = getattr(self, "_finished", None)
+        return finished
 
     @property
     def outcome(self) -> outcome.Outcome[T_co] | None:

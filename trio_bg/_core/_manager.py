@@ -25,7 +25,7 @@ import trio
 from . import _registry
 from ._callables import check_arguments, is_async_callable, reject_non_function
 from ._checks import check_cap, check_count, check_handler, check_name, check_seconds
-from ._closing import TaskManagerContext
+from ._closing import TaskManagerContext, close_deadlines
 from ._exceptions import TaskRejected
 from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskHandle
@@ -35,7 +35,7 @@ from ._options import TaskOptions
 from ._runner import run_task
 from ._starter import TaskStarter
 from ._state import TaskState, Timing
-from ._statistics import ShutdownReport
+from ._statistics import CloseDeadlines, ShutdownReport
 
 _task_numbers = itertools.count(1)
 _get_ident = threading.get_ident
@@ -148,6 +148,13 @@ class TaskManager(TaskLifecycle, TaskStarter):
     def closed(self) -> bool:
         """True once the close has begun: every start is refused from then on."""
         return self._closed
+
+    def close_deadlines(self) -> CloseDeadlines | None:
+        """When a closing manager cancels its unshielded and its shielded tasks (trio's clock);
+        None while it is open, or while nothing will cancel them (a request manager whose
+        handler returned waits for its tasks until the server cancels the request). Reads
+        only: for dashboards and instruments."""
+        return close_deadlines(self)
 
     @property
     def active_tasks(self) -> tuple[TaskHandle[Any], ...]:

@@ -29,6 +29,21 @@ class TaskStatistics:
 
 @final
 @dataclass(frozen=True, slots=True)
+class CloseDeadlines:
+    """A closing manager's deadlines, on trio's clock (``trio.current_time()``), as
+    :meth:`TaskManager.close_deadlines <trio_bg.TaskManager.close_deadlines>` gives them."""
+
+    started: float
+    """When the close began."""
+    grace: float
+    """When its unshielded tasks are cancelled: the end of the grace period (the time it was
+    read, once the grace period is over)."""
+    cap: float
+    """When its shielded tasks are cancelled (``inf``: not capped)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class ShutdownReport:
     """What a manager's close did: how long it took and which tasks it had to cancel."""
 

@@ -7,6 +7,9 @@ for the timing points, and starts the deferred tasks when their point comes.
 
 from __future__ import annotations
 
+# With _request.py, the one place outside trio_bg/_core that works the core's internals (a
+# request manager's opening, its timing points and the response status it is told).
+# pyright: reportPrivateUsage=false
 import math
 from collections.abc import Iterable
 from typing import Any, final

@@ -23,9 +23,14 @@ framework that exposes no route, the name is the method alone (``"GET"``).
 
 from __future__ import annotations
 
+# The request's timing points hold and release the core manager's tasks: this module and
+# _middleware.py are the one place outside trio_bg/_core that works the core's internals (the
+# held gate, handle timing), by design; everything else outside the core reads public views.
+# pyright: reportPrivateUsage=false
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, final
 
 from .._core._handle import ErrorHandler, TaskHandle
@@ -42,6 +47,22 @@ _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
 _FAILED = 4  # in _fired: the response started with a 5xx status
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a request manager shows of its request (:attr:`RequestTaskManager.request_info`)."""
+
+    method: str
+    """The HTTP method (``"HTTP"`` if the scope had none)."""
+    route: str | None
+    """The route template, once the framework has routed the request (Starlette's
+    ``scope["route"].path``); never the raw path, which can hold personal data."""
+    status: int | None
+    """The response status, once the response has started."""
+    opened_time: float
+    """When the request's call began, in seconds since the epoch (``time.time()``)."""
 
 
 @final
@@ -117,6 +138,18 @@ class RequestTaskManager(TaskManager):
             self._fired |= _FAILED
         self._name_from_route()
         self._fire(_AFTER_ROUTE)
+
+    @property
+    def request_info(self) -> RequestInfo:
+        """The request's method, route, status and start, for dashboards and instruments.
+        Reading it changes nothing (the route is looked up, not recorded)."""
+        route = self._route
+        scope = self._request_scope
+        if route is None and scope is not None:
+            path = getattr(scope.get("route"), "path", None)
+            if type(path) is str and path:
+                route = path
+        return RequestInfo(self._method, route, self._status, self._opened)
 
     @property
     def after_route(self) -> DeferredStarter:

@@ -41,7 +41,7 @@ HEADERS = [
 
 
 def _anything_active() -> bool:
-    return any(m._active for m in _registry.open_managers)
+    return any(m.active_count for m in _registry.open_managers)
 
 
 async def stream(

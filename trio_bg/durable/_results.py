@@ -21,6 +21,9 @@ a delayed job is also taken off the delayed queue and its data deleted).
 
 from __future__ import annotations
 
+# The durable package's internals (_queue, _handle, _results) are being redesigned around a
+# journal; until then they share private state, as they did before the core moved.
+# pyright: reportPrivateUsage=false
 import logging
 import math
 import weakref
