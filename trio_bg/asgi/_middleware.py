@@ -247,7 +247,7 @@ class _ResponseWatch:
     async def send_error(self) -> None:
         """Send a plain 500 for a handler that raised before starting its response."""
         self.started = True
-        self._manager._status = 500
+        self._manager._error_sent()
         try:
             await self._send(_ERROR_START)
             await self._send({"type": "http.response.body", "body": _ERROR_BODY})

@@ -129,6 +129,10 @@ class RequestTaskManager(TaskManager):
         if last:
             self._request_scope = None
 
+    def _error_sent(self) -> None:
+        """The middleware sent a plain 500 for a handler that raised before its response."""
+        self._status = 500
+
     def _response_started(self, status: Any) -> None:
         """The app sent ``http.response.start`` with ``status``: note it, name the manager and
         fire ``after_route``. A 5xx status marks the request failed first, so that from now on
