@@ -156,3 +156,22 @@ async def test_the_dashboard_is_mounted_for_local_clients_only(
         page = await request(demo, "GET", "/dashboard/", accept=b"text/html")
         assert page[0] == 200
         assert b'<script src="static/dashboard.js" defer></script>' in page[2]
+
+
+def test_importing_the_demo_installs_nothing_and_making_it_installs_the_recorder() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from trio_bg._core._instruments import GLOBAL\n"
+        "from trio_bg import _demo\n"
+        "print(len(list(GLOBAL)))\n"
+        "demo = _demo.Demo()\n"
+        "print(len(list(GLOBAL)))\n"
+        "demo.dashboard.close()\n"
+        "print(len(list(GLOBAL)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["0", "1", "0"]  # only a made Demo's dashboard recorder
