@@ -184,20 +184,7 @@ class TaskLifecycle:
         if handle._state is _RUNNING:
             self._running -= 1
         else:
-            self._pending -= 1
-            if getattr(handle, "_in_queue", False):
-                handle._in_queue = False
-                self._queued -= 1
-                queue = self._queue
-                if queue is not None and len(queue) > 2 * self._queued + 64:
-                    # Cancelled entries are skipped when their turn comes; once they outnumber
-                    # the live ones, drop them, so a cancelled queued handle is not kept alive
-                    # by the queue (amortised O(1) per cancel).
-                    self._queue = deque(h for h in queue if h._in_queue)
-            held = self._held
-            if held is not None:
-                held.pop(handle._n, None)
-            handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
+            self._pending_finished(handle)
         handle._state = state
         handle._finished = _now()
         handle._scope = None
@@ -241,6 +228,24 @@ class TaskLifecycle:
         if not self._active and self._idle is not None:
             self._idle.set()
             self._idle = None
+
+    def _pending_finished(self, handle: TaskHandle[Any]) -> None:
+        """The part of :meth:`_task_finished` for a task that ends PENDING (cancelled before it
+        ran): out of the queue or the held gate, and its function let go."""
+        self._pending -= 1
+        if getattr(handle, "_in_queue", False):
+            handle._in_queue = False
+            self._queued -= 1
+            queue = self._queue
+            if queue is not None and len(queue) > 2 * self._queued + 64:
+                # Cancelled entries are skipped when their turn comes; once they outnumber the
+                # live ones, drop them, so a cancelled queued handle is not kept alive by the
+                # queue (amortised O(1) per cancel).
+                self._queue = deque(h for h in queue if h._in_queue)
+        held = self._held
+        if held is not None:
+            held.pop(handle._n, None)
+        handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
 
     def _task_rejected(self, name: str, reason: str, message: str) -> TaskRejected:
         """Count a refused start and return the exception for the caller to raise."""
