@@ -7,6 +7,8 @@ fixtures are found by pytest. The real-Hypercorn harness is ``tests/asgi_server.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +28,11 @@ T = TypeVar("T")
 # registering it again here would fail, so only a checkout installed without it does.
 if not entry_points(group="pytest11", name="trio_bg"):
     pytest_plugins = ["trio_bg.testing"]
+
+# The demo's journal file, for the tests that import the demo: not in the checkout.
+os.environ.setdefault(
+    "TRIO_BG_DEMO_JOURNAL", os.path.join(tempfile.mkdtemp(prefix="trio_bg_demo-"), "demo.db")
+)
 
 
 # -- task functions ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TASK_FIELDS = {
     "id", "name", "state", "manager", "group", "key", "timing", "shielded",
     "created_at", "started_at", "finished_at", "age", "wait", "duration",
-    "attempts", "retries", "cancel_in", "cap_in", "error", "where", "stack",
+    "attempts", "retries", "cancel_in", "cap_in", "error", "where", "waiting", "stack",
 }  # fmt: skip
 MANAGER_FIELDS = {
     "name", "kind", "closed", "statistics", "active", "active_more", "recent", "request",

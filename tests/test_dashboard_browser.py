@@ -70,6 +70,7 @@ class ServerThread:
         self._app = app
         self._ready: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.Event]] = queue.Queue()
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._stopped = False
 
     async def _main(self) -> None:
         stop = trio.Event()
@@ -93,10 +94,20 @@ class ServerThread:
         url, self._token, self._stop = self._ready.get(timeout=WAIT)
         return url
 
-    def __exit__(self, *exc_info: object) -> None:
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+    def stop(self) -> None:
+        """Tell the server to stop (its shutdown trigger returns); :meth:`__exit__` waits."""
+        if not self._stopped:
+            self._stopped = True
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+
+    def join(self) -> None:
+        """Stop the server and wait for its thread to end."""
+        self.stop()
         self._thread.join(timeout=WAIT)
         assert not self._thread.is_alive()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.join()
 
 
 @pytest.fixture
@@ -147,7 +158,8 @@ def test_the_dashboard_lives_in_a_browser(browser: Any, tmp_path: Path) -> None:
         local_only=True, queues=[DurableQueue("redis://127.0.0.1:1", name="mail")]
     )
     try:
-        with ServerThread(app_for_browser(dashboard)) as url, httpx.Client(base_url=url) as client:
+        server = ServerThread(app_for_browser(dashboard))
+        with server as url, httpx.Client(base_url=url) as client:
             browser.get(f"{url}/dashboard/")
             browser.execute_script(
                 "window.__alerts = []; window.alert = (m) => window.__alerts.push(m);"
@@ -205,6 +217,25 @@ def test_the_dashboard_lives_in_a_browser(browser: Any, tmp_path: Path) -> None:
                 lambda: browser.find_element(By.ID, "message").text == f"cancelled {hostile}",
                 "the page never said the task was cancelled",
             )
+
+            # The server is told to stop: the page shows the shutdown, not "reconnecting".
+            lingering = client.get("/hostile").text
+            wait_for(lambda: row_state(lingering) == "running", "the last task never showed")
+            server.stop()
+            status = browser.find_element(By.ID, "status")
+            wait_for(lambda: status.text == "server stopping (shutdown trigger)", "no stopping")
+            assert browser.find_element(By.ID, "shutdown").is_displayed()
+            notice = browser.find_element(By.ID, "shutdown-notice").text
+            assert notice.startswith("The server was told to stop (shutdown trigger) at "), notice
+            assert "; requests still open are cancelled in " in notice, notice
+            assert notice.endswith(" at the latest. This page no longer updates."), notice
+            card = browser.find_element(By.CSS_SELECTOR, '[data-shutdown-manager="app"]')
+            assert f"{XSS} ({lingering}) is cancelled in " in card.text, card.text
+            assert "unless it ends first" in card.text
+            shot = tmp_path / "dashboard-shutdown.png"
+            assert browser.save_screenshot(str(shot))
+            server.join()  # the server has stopped: the page stays as it was
+            assert status.text == "server stopping (shutdown trigger)"
 
             assert browser.execute_script("return window.__sameDocument") is True  # no reload
             assert browser.execute_script("return window.__alerts") == []

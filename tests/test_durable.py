@@ -170,7 +170,9 @@ def test_registration_misuse() -> None:
         queue.task(name=5)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match=r"^name must be a non-empty str or None, got ''$"):
         queue.task(name="")
-    with pytest.raises(ValueError, match=r"^redis_url must be a redis:// URL, got 'http://x'$"):
+    with pytest.raises(
+        ValueError, match=r"^url must be a redis:// or sqlite:/// URL, got 'http://x'$"
+    ):
         DurableQueue("http://x")
     with pytest.raises(ValueError, match=r"^name must be a non-empty str without ':', got 'a:b'$"):
         DurableQueue("redis://x", name="a:b")
@@ -366,17 +368,17 @@ async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
     async with queue:
         handles = [await queue.enqueue(jobs.add, i, 1) for i in range(40)]
         awaited, others = handles[0], {h.id for h in handles[1:]}
-        assert queue._results.watched == 40
+        assert queue._redis("test").results.watched == 40
         async with trio.open_nursery() as nursery:
             nursery.start_soon(awaited.wait)
             await trio.testing.wait_all_tasks_blocked()
-            assert queue._results.awaited == 1
+            assert queue._redis("test").results.awaited == 1
             start = len(rounds)
             with trio.fail_after(10):
                 while len(rounds) < start + 62:  # noqa: ASYNC110 - real rounds on a real Redis
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-        assert queue._results.awaited == 0  # the cancelled wait let go of it
+        assert queue._redis("test").results.awaited == 0  # the cancelled wait let go of it
         # The pass under way when the awaited job left the others may be cut short; from the
         # next pass on, the slices repeat every 20 rounds.
         window = rounds[start + 21 : start + 61]  # the last round listed may be under way

@@ -13,7 +13,8 @@ from typing import Any, cast
 import trio
 
 from ._cli import CommandError, configure_logging, import_object, seconds_argument
-from ._serve import serve
+from ._core._log import logger
+from ._serve import EXIT_DROPPED, MAX_NAMED, forced_drops, serve
 
 
 def load_app(path: str) -> Callable[..., Awaitable[None]]:
@@ -31,8 +32,10 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
     return cast("Callable[..., Awaitable[None]]", target)
 
 
-def serve_command(app: Callable[..., Awaitable[None]], binds: list[str], grace: float) -> None:
-    """Run :func:`trio_bg.serve` until it stops, Hypercorn logging through the root logger.
+def serve_command(app: Callable[..., Awaitable[None]], binds: list[str], grace: float) -> int:
+    """Run :func:`trio_bg.serve` until it stops, Hypercorn logging through the root logger;
+    return the exit status: 0, or :data:`~trio_bg._serve.EXIT_DROPPED` (75) when a forced stop
+    (a second signal) dropped running unshielded tasks.
 
     Raises:
         CommandError: an address could not be bound (in use, not local, a privileged port).
@@ -47,7 +50,7 @@ def serve_command(app: Callable[..., Awaitable[None]], binds: list[str], grace: 
     config.errorlog = logging.getLogger("hypercorn.error")
     started: list[str] = []
     try:
-        trio.run(_serve_noting_binds, app, config, started)
+        return trio.run(_serve_noting_binds, app, config, started)
     except BaseExceptionGroup as group:
         failure = None if started else _bind_failure(group, binds)
         if failure is None:
@@ -57,9 +60,19 @@ def serve_command(app: Callable[..., Awaitable[None]], binds: list[str], grace: 
 
 async def _serve_noting_binds(
     app: Callable[..., Awaitable[None]], config: Any, started: list[str]
-) -> None:
+) -> int:
     async with trio.open_nursery() as nursery:
         started.extend(await nursery.start(functools.partial(serve, app, config=config)))
+    dropped = forced_drops()
+    if not dropped:
+        return 0
+    shown = ", ".join(f"{h.name!r} ({h.id})" for h in dropped[:MAX_NAMED])
+    more = f" and {len(dropped) - MAX_NAMED} more" if len(dropped) > MAX_NAMED else ""
+    logger.error(
+        "exiting with status %d: the forced stop dropped %d running task(s): %s%s",
+        EXIT_DROPPED, len(dropped), shown, more,
+    )  # fmt: skip
+    return EXIT_DROPPED
 
 
 def _bind_failure(group: BaseExceptionGroup[BaseException], binds: list[str]) -> str | None:
@@ -129,11 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             app: Callable[..., Awaitable[None]] = Demo().app
         else:
             app = load_app(args.app)
-        serve_command(app, args.bind or ["127.0.0.1:8000"], args.grace)
+        return serve_command(app, args.bind or ["127.0.0.1:8000"], args.grace)
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The demo app: orders, photo thumbnails, reports and a failing task, as raw ASGI.
 
 Served by ``python -m trio_bg demo``. It shows every timing point, a group, an awaitable handle,
-retries and the error handler. ``GET /`` has a button per kind of work and lists the app's tasks;
-the live dashboard is mounted at ``/dashboard/``, for local clients only.
+retries and the error handler, and durable jobs on a journal file (``trio_bg_demo.db`` in the
+working directory, or ``$TRIO_BG_DEMO_JOURNAL``) run by workers in the app: ``kill -9`` the demo
+while they run and start it again, and they go on. ``GET /`` has a button per kind of work and
+lists the app's tasks; the live dashboard is mounted at ``/dashboard/``, for local clients only.
 
 ``GET /tasks/<id>`` describes any task :func:`trio_bg.find_task` finds (404 if none): its state,
 timestamps (``created_at``, ``started_at``, ``finished_at``), attempts, and either ``result``
@@ -17,6 +19,7 @@ import html
 import itertools
 import json
 import logging
+import os
 from typing import Any
 
 import outcome
@@ -30,6 +33,7 @@ from ._core._retry import Retry
 from .asgi import TaskMiddleware, app_tasks, request_tasks
 from .asgi._types import Message, Receive, Scope, Send
 from .dashboard import Dashboard
+from .durable import DurableQueue
 
 logger = logging.getLogger("trio_bg.demo")
 _order_ids = itertools.count(1)
@@ -37,6 +41,17 @@ _photo_ids = itertools.count(1)
 failures: list[str] = []
 orders_placed: list[int] = []
 """The ids of the orders placed so far (the report counts them; it takes no id)."""
+
+shipping = DurableQueue(
+    "sqlite:///" + os.environ.get("TRIO_BG_DEMO_JOURNAL", "trio_bg_demo.db"), name="shipping"
+)
+"""The demo's durable jobs: a journal file, run by the app's own workers (queue_concurrency)."""
+
+
+@shipping.task
+async def ship_order(order_id: int) -> str:
+    await trio.sleep(5)  # a slow carrier: kill -9 the demo now, start it again; it still ships
+    return f"order {order_id} shipped"
 
 
 # -- the background work -------------------------------------------------------------------
@@ -167,6 +182,11 @@ async def reports(scope: Scope, receive: Receive, send: Send) -> None:
     await _json(send, 202, {"task": handle.id, "poll": f"/tasks/{handle.id}?wait=1"})
 
 
+async def ship(scope: Scope, receive: Receive, send: Send) -> None:
+    handles = await shipping.enqueue_many([(ship_order, (next(_order_ids),)) for _ in range(10)])
+    await _json(send, 202, {"jobs": [h.id for h in handles], "note": "durable: survive kill -9"})
+
+
 async def fail(scope: Scope, receive: Receive, send: Send) -> None:
     handle = app_tasks(scope).start_soon_named(
         "flaky-partner",
@@ -238,6 +258,7 @@ async def index(scope: Scope, receive: Receive, send: Send) -> None:
             ("/photos", "Upload a photo"),
             ("/reports", "Build the report"),
             ("/fail", "Call a flaky partner"),
+            ("/ship", "Ship 10 orders (durable jobs)"),
         )
     )
     page = _PAGE.format(
@@ -291,7 +312,13 @@ def _discard_body(send: Send) -> Send:
     return swallow
 
 
-_POSTS = {"/orders": orders, "/photos": photos, "/reports": reports, "/fail": fail}
+_POSTS = {
+    "/orders": orders,
+    "/photos": photos,
+    "/reports": reports,
+    "/fail": fail,
+    "/ship": ship,
+}
 
 
 def _metrics() -> tuple[object, tuple[Instrument, ...]]:
@@ -320,9 +347,14 @@ class Demo:
 
     def __init__(self) -> None:
         registry, instruments = _metrics()
-        self.dashboard = Dashboard(local_only=True, registry=registry)
+        self.dashboard = Dashboard(local_only=True, registry=registry, queues=[shipping])
         self.app = TaskMiddleware(
-            self._mount, grace_period=5.0, shield_timeout=30.0, instruments=instruments
+            self._mount,
+            grace_period=5.0,
+            shield_timeout=30.0,
+            instruments=instruments,
+            queues=[shipping],
+            queue_concurrency=4,
         )
         """The demo app, ready for ``trio_bg.serve(app)``."""
 

@@ -21,11 +21,16 @@ from ._core._checks import check_seconds
 from ._core._closing import STUCK_AFTER, STUCK_INTERVAL
 from ._core._gc import tuned_gc
 from ._core._log import logger
+from ._core._state import TaskState
 from ._core._threads import abandoned_threads
+from ._core._trio_only import require_trio
 from ._core._where import chain_text, task_coroutines
+from ._shutdown_notice import announce_shutdown, clear_shutdown_notice
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
+
+    from ._core._handle import TaskHandle
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -51,7 +56,9 @@ async def serve(
 ) -> None:
     """Serve an ASGI app with Hypercorn's trio worker in this process until asked to stop.
 
-    SIGTERM and SIGINT start a graceful shutdown: Hypercorn stops accepting, gives open requests
+    SIGTERM and SIGINT start a graceful shutdown, announced first (the dashboard's event streams
+    send their last ``shutdown`` event and end, so an open tab holds nothing; so does the end of
+    ``shutdown_trigger``): Hypercorn stops accepting, gives open requests
     ``graceful_timeout`` seconds (their request tasks run on meanwhile), then cancels them
     (unshielded request tasks stop, shielded ones get the middleware's ``shield_timeout``); then
     the ASGI lifespan shutdown closes the app task manager with its ``grace_period`` and
@@ -84,6 +91,7 @@ async def serve(
     Cancelling the caller cancels the server without a graceful shutdown; the signal handlers
     stay until the server has stopped.
     """
+    require_trio()
     import hypercorn.trio
     from hypercorn.config import Config
 
@@ -102,12 +110,15 @@ async def serve(
         config.graceful_timeout = graceful_timeout
     shutdown = trio.Event()
     server_scope = trio.CancelScope()
+    clear_shutdown_notice()  # a server that stopped earlier in this run announced its own stop
     async with trio.open_nursery() as nursery:
         signals_scope: trio.CancelScope | None = None
+        grace = float(config.graceful_timeout)
         if handle_signals:
-            signals_scope = await nursery.start(_signals, shutdown, server_scope)
+            signals = functools.partial(_signals, shutdown, server_scope, requests_grace=grace)
+            signals_scope = await nursery.start(signals)
         if shutdown_trigger is not None:
-            nursery.start_soon(_trigger, shutdown_trigger, shutdown)
+            nursery.start_soon(_trigger, shutdown_trigger, shutdown, grace)
         try:
             with server_scope, ExitStack() as stack:
                 async with trio.open_nursery() as server_nursery:
@@ -161,8 +172,11 @@ def _check_arguments(
             raise ValueError(f"gc_threshold must hold ints >= 0, got {gc_threshold!r}")
 
 
-async def _trigger(wait: Callable[[], Awaitable[Any]], shutdown: trio.Event) -> None:
+async def _trigger(
+    wait: Callable[[], Awaitable[Any]], shutdown: trio.Event, requests_grace: float
+) -> None:
     await wait()
+    announce_shutdown("shutdown trigger", requests_grace=requests_grace)
     shutdown.set()
 
 
@@ -170,10 +184,14 @@ async def _signals(
     shutdown: trio.Event,
     server_scope: trio.CancelScope,
     *,
+    requests_grace: float,
     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Receive SIGTERM and SIGINT until the server has stopped: the first starts the graceful
-    shutdown, the second cancels ``server_scope``, the third ends the process (:func:`_exit`).
+    """Receive SIGTERM and SIGINT until the server has stopped: the first announces the shutdown
+    (:func:`~trio_bg._shutdown_notice.announce_shutdown`: the dashboard's event streams say
+    goodbye and end) and starts the graceful one, the second cancels ``server_scope`` (noting the
+    unshielded tasks it may drop, :func:`forced_drops`), the third ends the process
+    (:func:`_exit`).
 
     Runs in a shielded scope of its own, given to ``task_status``, which ``serve`` cancels when
     the server has stopped; an outer cancellation does not end it, so a third signal still works
@@ -197,16 +215,45 @@ async def _signals(
             name = signal.Signals(signum).name
             if not shutdown.is_set():
                 logger.warning("%s received: shutting down gracefully (again to stop now)", name)
+                announce_shutdown(name, requests_grace=requests_grace)
                 shutdown.set()
             elif not server_scope.cancel_called:
                 logger.warning(
                     "%s received again: stopping now (a third time to exit the process)", name
                 )
+                _FORCED.set(_unshielded_tasks())
                 server_scope.cancel()
                 stopped_at = trio.current_time()
                 report_at = stopped_at + STUCK_AFTER
             else:
                 _exit(name, 128 + signum, trio.current_time() - stopped_at)
+
+
+EXIT_DROPPED = 75
+"""The exit status of ``python -m trio_bg serve`` when a forced stop (a second SIGTERM or SIGINT)
+cancelled unshielded tasks that were running: work was lost, and a process manager should know
+(``EX_TEMPFAIL`` of ``sysexits.h``; systemd shows ``status=75/TEMPFAIL``). A graceful stop exits
+0 even if the app's own ``grace_period`` cancelled tasks (that is the policy it chose, and the
+shutdown report names them); a third signal exits ``128 + signal number``."""
+
+_FORCED: trio.lowlevel.RunVar[tuple[TaskHandle[Any], ...]] = trio.lowlevel.RunVar(
+    "trio_bg_forced_stop", default=()
+)
+
+
+def _unshielded_tasks() -> tuple[TaskHandle[Any], ...]:
+    return tuple(
+        handle
+        for manager in tuple(_registry.open_managers)
+        for handle in manager.active_tasks
+        if not handle.shielded
+    )
+
+
+def forced_drops() -> list[TaskHandle[Any]]:
+    """The unshielded tasks that were running when a second signal forced the stop, and ended
+    cancelled: the work that stop dropped (empty if no stop was forced in this trio run)."""
+    return [handle for handle in _FORCED.get() if handle.state is TaskState.CANCELLED]
 
 
 def _exit(name: str, code: int, waited: float) -> NoReturn:

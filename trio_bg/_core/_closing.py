@@ -14,7 +14,6 @@ import threading
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
-import sniffio
 import trio
 
 from . import _registry
@@ -22,6 +21,7 @@ from ._cancellation import all_cancelled, first_leaf
 from ._instruments import call_hooks, hooks_for
 from ._log import logger
 from ._statistics import CloseDeadlines, ShutdownReport
+from ._trio_only import require_trio
 from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
@@ -49,12 +49,7 @@ class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     async def __aenter__(self) -> TaskManager:
-        if sniffio.current_async_library() != "trio":
-            raise RuntimeError(
-                "trio_bg needs trio, not "
-                f"{sniffio.current_async_library()}: run Hypercorn with --worker-class trio "
-                "(hypercorn --worker-class trio module:app), or python -m trio_bg serve module:app"
-            )
+        require_trio()
         manager = self._manager
         if self._nursery_cm is not None or manager._closed:
             raise RuntimeError("this open_task_manager() was already entered")

@@ -149,6 +149,17 @@ class TaskManager(TaskLifecycle, TaskStarter):
         """True once the close has begun: every start is refused from then on."""
         return self._closed
 
+    @property
+    def grace_period(self) -> float:
+        """Seconds its close waits for unshielded tasks (``inf`` for a request manager, which
+        waits until the server cancels the request)."""
+        return self._grace
+
+    @property
+    def shield_timeout(self) -> float:
+        """Seconds its close gives shielded tasks after the grace period."""
+        return self._shield_timeout
+
     def close_deadlines(self) -> CloseDeadlines | None:
         """When a closing manager cancels its unshielded and its shielded tasks (trio's clock);
         None while it is open, or while nothing will cancel them (a request manager whose

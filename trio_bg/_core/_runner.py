@@ -117,7 +117,13 @@ async def _attempt(
                 raise
             delay = retry.delay(attempt)
             manager._task_retrying(handle, exc, delay)
-        await trio.sleep(delay)
+        await _backoff(trio.current_time() + delay)
+
+
+async def _backoff(deadline: float) -> None:
+    """The wait between two attempts, until ``deadline`` on trio's clock: a function of its own
+    so that ``_where`` can tell it (and read ``deadline``) from a wait of the task's code."""
+    await trio.sleep_until(deadline)
 
 
 async def _call(
@@ -226,6 +232,7 @@ _OWN_CODES = frozenset(
         run_task.__code__,
         _attempt.__code__,
         _call.__code__,
+        _backoff.__code__,
         run_in_thread.__code__,
         trio.to_thread.run_sync.__code__,
         outcome.Error.unwrap.__code__,

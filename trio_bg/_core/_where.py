@@ -14,18 +14,21 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
 
-from . import _runner
+from . import _runner, _threads
+from ._callables import callable_name
 
 if TYPE_CHECKING:
     from ._manager import TaskManager
 
 _RUN_TASK = _runner.run_task.__code__
+_BACKOFF = _runner._backoff.__code__
+_IN_THREAD = _threads.run_in_thread.__code__
 _SKIPPED_DIRS = tuple(
     os.path.dirname(module.__file__) + os.sep for module in (trio, outcome) if module.__file__
 )
@@ -41,6 +44,15 @@ class Frame:
     function: str
     file: str
     line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A wait with no line of the task's own code in it: what it is, and the frame to show (the
+    sync function's definition for a worker thread, else None)."""
+
+    text: str
+    frame: Frame | None
 
 
 def task_coroutines(manager: TaskManager) -> dict[int, Any]:
@@ -89,22 +101,70 @@ def _skipped(file: str) -> bool:
 
 def waiting_at(frames: list[Frame]) -> Frame | None:
     """The innermost frame outside trio, outcome and trio_bg's core modules (the runner, a
-    group's wait); the innermost of all if every frame is theirs (a sync function waiting in a
-    worker thread)."""
+    group's wait); if every frame is theirs (the task's function is trio's own, such as
+    ``trio.sleep``), the task's function: the first frame outside trio_bg's core."""
     for frame in reversed(frames):
         if not _skipped(frame.file):
             return frame
+    for frame in frames:
+        if os.path.dirname(frame.file) != _CORE_DIR:
+            return frame
     return frames[-1] if frames else None
+
+
+def waiting_for(coro: Any) -> Waiting | None:
+    """What ``coro`` waits for if it is a worker thread or a retry backoff, else None.
+
+    ``"in a worker thread: fn"`` (the sync function runs; ``frame`` is its definition), ``"waiting
+    for a worker thread: fn"`` (the thread limiter has no token free), ``"retry backoff, next
+    attempt in 1.2 s"`` (on trio's clock). Reads the locals of trio_bg's own frames only.
+    """
+    current: Any = coro
+    for _ in range(MAX_FRAMES):
+        frame: FrameType | None = getattr(current, "cr_frame", None)
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code is _BACKOFF:
+            deadline = frame.f_locals.get("deadline")
+            if isinstance(deadline, float):
+                left = max(0.0, deadline - trio.current_time())
+                return Waiting(f"retry backoff, next attempt in {left:.1f} s", None)
+            return None
+        if code is _IN_THREAD:
+            fn = frame.f_locals.get("fn")
+            borrow = frame.f_locals.get("borrow")
+            name = callable_name(fn) if callable(fn) else "?"
+            if borrow is not None and not getattr(borrow, "holding", True):
+                return Waiting(f"waiting for a worker thread: {name}", _defined_at(fn))
+            return Waiting(f"in a worker thread: {name}", _defined_at(fn))
+        current = getattr(current, "cr_await", None)
+    return None
+
+
+def _defined_at(fn: Any) -> Frame | None:
+    """Where a sync function is defined (unwrapping ``functools.partial``), or None."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, CodeType):
+        return None
+    return Frame(code.co_qualname, code.co_filename, code.co_firstlineno)
 
 
 def chain_text(coro: Any) -> str:
     """Where ``coro`` waits, for a log line: ``job (app.py:12) -> sleep (trio/_timeouts.py:98)``.
 
     The frames outside trio, outcome and trio_bg's core, outermost first, then the trio function
-    the innermost of them called (``sleep``, a lock's ``acquire``); for a chain with no such frame
-    (a sync function in its worker thread), the first frame outside trio_bg's core. ``""`` when
-    the chain is empty.
+    the innermost of them called (``sleep``, a lock's ``acquire``); a worker thread or a retry
+    backoff as :func:`waiting_for` names it (``in a worker thread: export (app.py:3)``); for a
+    chain with no such frame, the first frame outside trio_bg's core. ``""`` when the chain is
+    empty.
     """
+    waiting = waiting_for(coro)
+    if waiting is not None:
+        at = waiting.frame
+        return waiting.text + ("" if at is None else f" ({at.file}:{at.line})")
     frames = await_chain(coro)
     mine = [n for n, frame in enumerate(frames) if not _skipped(frame.file)]
     if mine:

@@ -11,8 +11,9 @@ from __future__ import annotations
 # request manager's opening, its timing points and the response status it is told).
 # pyright: reportPrivateUsage=false
 import math
-from collections.abc import Iterable
-from typing import Any, final
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
@@ -23,9 +24,14 @@ from .._core._instruments import Instrument
 from .._core._log import logger
 from .._core._manager import TaskManager, check_instruments
 from .._core._state import Timing
+from .._core._trio_only import not_trio
+from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
+
+if TYPE_CHECKING:
+    from ..durable import DurableQueue
 
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _ERROR_BODY = b"Internal Server Error"
@@ -73,6 +79,12 @@ class TaskMiddleware:
             manager (after the process-wide ones).
         recent_limit: how many finished app tasks the app manager keeps in ``recent`` (and so
             :func:`trio_bg.find_task` finds, beyond the process-wide history).
+        queues: :class:`trio_bg.durable.DurableQueue` objects opened at startup (before the
+            app manager) and closed at shutdown (after it). One that cannot be opened is logged
+            and the app serves without it (its enqueues raise QueueUnavailable naming why).
+        queue_concurrency: with N > 0, each queue also runs its jobs in this process: a worker
+            of N jobs at once, an app task named ``durable worker <queue>``; at shutdown it
+            stops taking jobs and its running jobs get ``grace_period``.
     """
 
     __slots__ = (
@@ -85,6 +97,8 @@ class TaskMiddleware:
         "_max_running",
         "_name",
         "_on_error",
+        "_queue_concurrency",
+        "_queues",
         "_recent_limit",
         "_shield_timeout",
     )
@@ -102,6 +116,8 @@ class TaskMiddleware:
         name: str = "app",
         instruments: Iterable[Instrument] = (),
         recent_limit: int = 100,
+        queues: Iterable[DurableQueue] = (),
+        queue_concurrency: int = 0,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TaskMiddleware() takes an ASGI app, got {type(app).__name__!r}")
@@ -122,6 +138,12 @@ class TaskMiddleware:
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
+        self._queue_concurrency = check_count("queue_concurrency", queue_concurrency, 0)
+        self._queues: tuple[DurableQueue, ...] = ()
+        if not (isinstance(queues, tuple | list) and not queues):
+            from ..durable._app import check_queues  # only with queues: an optional extra
+
+            self._queues = check_queues(queues)
 
     @property
     def app_manager(self) -> TaskManager | None:
@@ -174,8 +196,14 @@ class TaskMiddleware:
         message = await receive()
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+        refusal = not_trio()
+        if refusal is not None:  # before any trio call: fail the startup, so the server stops
+            await send({"type": "lifespan.startup.failed", "message": refusal})
+            raise RuntimeError(refusal)
+        clear_shutdown_notice()  # an app that stopped earlier in this run announced its stop
         inner = InnerLifespan(self._app, scope)
-        async with trio.open_nursery() as nursery:
+        stop_workers = trio.Event()
+        async with _queues_then_nursery(self._queues) as nursery:
             nursery.start_soon(inner.run)
             manager = TaskManager._create(
                 name=self._name,
@@ -188,6 +216,12 @@ class TaskMiddleware:
                 instruments=self._instruments,
             )
             async with TaskManagerContext(manager):
+                if self._queue_concurrency:
+                    from ..durable._app import start_workers
+
+                    start_workers(
+                        manager, self._queues, self._queue_concurrency, self._grace, stop_workers
+                    )
                 state: Any = scope.get("state")
                 if isinstance(state, dict):
                     state[APP_TASKS_KEY] = manager
@@ -200,12 +234,29 @@ class TaskMiddleware:
                         return
                     await send({"type": "lifespan.startup.complete"})
                     message = await receive()
+                    if message["type"] == "lifespan.shutdown":  # first, for servers not ours
+                        announce_shutdown("lifespan.shutdown")
                 finally:
+                    stop_workers.set()
                     self._app_manager = None
             # The app manager is closed: its tasks are done or cancelled and reported.
             reply = await inner.exchange(message)
             await send(reply if reply is not None else {"type": "lifespan.shutdown.complete"})
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _queues_then_nursery(
+    queues: tuple[DurableQueue, ...],
+) -> AsyncGenerator[trio.Nursery, None]:
+    """Open the durable queues (closed last), then the lifespan's nursery."""
+    async with AsyncExitStack() as stack:
+        if queues:
+            from ..durable._app import open_queues
+
+            await open_queues(stack, queues)
+        async with trio.open_nursery() as nursery:
+            yield nursery
 
 
 @final

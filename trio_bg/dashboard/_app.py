@@ -8,27 +8,21 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any, final
 
 from .._core import _registry
+from .._core._log import logger
+from .._core._trio_only import not_trio, require_trio
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
 from ._durable import DurableSection, check_queues
 from ._events import stream
+from ._headers import response_headers
 from ._recorder import RECORDER
 from ._schema import Json, Snapshot
+from ._shutdown import farewell
 
 if TYPE_CHECKING:
+    from .._shutdown_notice import ShutdownNotice
     from ..durable import DurableQueue
 
-_SECURITY_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        b"img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-]
 _STATIC = {
     "static/dashboard.js": b"text/javascript; charset=utf-8",
     "static/dashboard.css": b"text/css; charset=utf-8",
@@ -129,8 +123,20 @@ class Dashboard:
         if kind == "lifespan":  # served on its own: nothing to start or stop
             await _lifespan(receive, send)
             return
+        require_trio()
         if kind != "http":
             raise RuntimeError(f"the dashboard serves http only, not {kind!r}")
+        answer = _Answer(send)
+        try:
+            await self._http(scope, receive, answer.send)
+        except Exception:
+            # An observer's failure is no server error: logged here, answered with the headers
+            # every answer carries (the server's own 500 would have none), and not raised.
+            logger.exception("dashboard: %s %r failed", scope["method"], scope["path"])
+            if not answer.started:
+                await _error(send, 500, "internal error (the server logged it)")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
@@ -183,7 +189,14 @@ class Dashboard:
             if method != "GET":
                 await _error(send, 405, "method not allowed")
                 return
-            await stream(receive, send, RECORDER, self._process, live=bool(self._durable.queues))
+            await stream(
+                receive,
+                send,
+                RECORDER,
+                self._process,
+                self._farewell,
+                live=bool(self._durable.queues),
+            )
         elif path == "/metrics":
             if method != "GET":
                 await _error(send, 405, "method not allowed")
@@ -220,6 +233,11 @@ class Dashboard:
         await self._durable.refresh()
         return self._snapshot().process(queues=self._durable.json())
 
+    def _farewell(self, notice: ShutdownNotice) -> Json:
+        """The ``shutdown`` event: the forecast and a last snapshot, with the durable queues as
+        last read (no Redis round trip while the server stops)."""
+        return farewell(notice, self._snapshot(), self._durable.json())
+
     async def _cancel(self, send: Send, task_id: str) -> None:
         handle = _registry.find_task(task_id)
         if handle is None:
@@ -243,10 +261,29 @@ class Dashboard:
         await _respond(send, 200, body, content_type=prometheus_client.CONTENT_TYPE_LATEST.encode())
 
 
+@final
+class _Answer:
+    """The request's ``send``, noting whether the answer has started."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        self.started = True
+        await self._send(message)
+
+
 async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            refusal = not_trio()
+            if refusal is not None:  # fail the startup, so the server stops
+                await send({"type": "lifespan.startup.failed", "message": refusal})
+                raise RuntimeError(refusal)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
@@ -264,12 +301,7 @@ async def _respond(
     start: Message = {
         "type": "http.response.start",
         "status": status,
-        "headers": [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-            *_SECURITY_HEADERS,
-            *(headers or ()),
-        ],
+        "headers": response_headers(content_type, length=len(body), extra=headers or ()),
     }
     await send(start)
     await send({"type": "http.response.body", "body": body})

@@ -158,7 +158,7 @@ def _entry(
         status = "closed"
     entry: Json = {
         "name": queue.name,
-        "redis": public_url(queue.redis_url),
+        "redis": queue.url if queue.is_journal else public_url(queue.url),
         "status": status,
         "error": error,
         "read_at": None if at is None else datetime.fromtimestamp(at, UTC).isoformat(),

@@ -21,7 +21,7 @@ import trio
 from .._core import _registry
 from .._core._manager import TaskManager
 from .._core._state import TaskState
-from .._core._where import await_chain, task_coroutines, waiting_at
+from .._core._where import await_chain, task_coroutines, waiting_at, waiting_for
 from ..asgi._request import RequestTaskManager
 from ._recorder import Recorder, short_repr, short_str
 
@@ -106,6 +106,7 @@ class Snapshot:
             "cap_in": None,
             "error": None,
             "where": None,
+            "waiting": None,
             "stack": [],
         }
         result = handle.outcome if state.done else None
@@ -119,7 +120,9 @@ class Snapshot:
                 data["cancel_in"] = _round(closing["_grace"] - self.trio_now)
         if coro is not None:
             frames = await_chain(coro)
-            at = waiting_at(frames)
+            waiting = waiting_for(coro)  # a worker thread or a retry backoff: no line of its own
+            at = waiting_at(frames) if waiting is None else waiting.frame
+            data["waiting"] = None if waiting is None else waiting.text
             if at is not None:
                 data["where"] = {"function": at.function, "file": at.file, "line": at.line}
             data["stack"] = [f"{f.function} ({f.file}:{f.line})" for f in frames]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import sys
 from collections.abc import Sequence
 
 import trio
 
 from .._cli import CommandError, configure_logging, import_object, seconds_argument
+from ._exceptions import QueueUnavailable
 from ._queue import DurableQueue
 from ._worker import run_worker
 
@@ -57,17 +59,21 @@ def main(argv: Sequence[str]) -> int:
     logging.getLogger("trio_bg.durable").info(
         "worker for queue %r at %s: %d jobs registered, concurrency %d",
         queue.name,
-        queue.redis_url,
+        queue.url if queue.is_journal else queue.redis_url,
         len(queue.jobs),
         args.concurrency,
     )
-    trio.run(
-        functools.partial(
-            run_worker,
-            queue,
-            concurrency=args.concurrency,
-            grace=args.grace,
-            max_backoff=args.max_backoff,
+    try:
+        trio.run(
+            functools.partial(
+                run_worker,
+                queue,
+                concurrency=args.concurrency,
+                grace=args.grace,
+                max_backoff=args.max_backoff,
+            )
         )
-    )
+    except QueueUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1,4 +1,4 @@
-"""DurableHandle: a job in Redis, seen from the process that enqueued it (TaskHandleLike)."""
+"""DurableHandle: a durable job, seen from the process that enqueued or found it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 # journal; until then they share private state, as they did before the core moved.
 # pyright: reportPrivateUsage=false
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, final
 
 import outcome
 import trio
@@ -18,12 +18,27 @@ from ._serialization import ERROR_KEY
 
 if TYPE_CHECKING:
     from .._core._handle import TaskHandle
-    from ._queue import DurableQueue
 
 T_co = TypeVar("T_co", covariant=True)
 
 CANCELLED_TYPE = "streaq.types.StreaqCancelled"
 """The exception type streaq stores for a job aborted by ``cancel()``."""
+
+
+class JobOwner(Protocol):
+    """What a handle needs of its queue: its name, and its backend's result tracking."""
+
+    @property
+    def name(self) -> str: ...
+
+    def _watch(self, handle: DurableHandle[Any]) -> None:
+        """A task starts waiting on ``handle``: find its result as soon as there is one."""
+
+    def _unwatch(self, handle: DurableHandle[Any]) -> None:
+        """A wait on ``handle`` ended (however it ended)."""
+
+    def _abort(self, handle: DurableHandle[Any]) -> None:
+        """Ask the backend to abort ``handle``'s job."""
 
 
 def _from_ms(ms: object) -> datetime | None:
@@ -68,7 +83,7 @@ class DurableHandle(Generic[T_co]):
 
     def __init__(
         self,
-        queue: DurableQueue,
+        queue: JobOwner,
         *,
         job_id: str,
         name: str,
@@ -136,7 +151,7 @@ class DurableHandle(Generic[T_co]):
         return self._outcome
 
     @property
-    def queue(self) -> DurableQueue:
+    def queue(self) -> JobOwner:
         """The queue the job was enqueued on."""
         return self._queue
 
@@ -168,12 +183,12 @@ class DurableHandle(Generic[T_co]):
             await publisher.wait()
             if self.state.done:
                 return
-        results = self._queue._results
-        results.watch(self)
+        owner = self._queue
+        owner._watch(self)
         try:
             await self._done_event.wait()
         finally:
-            results.unwatch(self)
+            owner._unwatch(self)
         if not self._state.done:
             raise QueueUnavailable(
                 f"durable queue {self._queue.name!r} was closed before job {self._id} finished"
@@ -196,7 +211,7 @@ class DurableHandle(Generic[T_co]):
             return True
         if not self._cancel_requested:
             self._cancel_requested = True
-            self._queue._results.abort(self)
+            self._queue._abort(self)
         return True
 
     # -- updates (called by the queue and its result poller only) --------------------------------

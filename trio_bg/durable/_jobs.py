@@ -30,6 +30,19 @@ class JobSpec:
     retry: Retry | None
     timeout: float | None
 
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries a job gets: its retry attempts and :data:`REDELIVERIES` lost runs."""
+        return (self.retry.attempts if self.retry is not None else 1) + REDELIVERIES
+
+    def retry_delay(self, error: Exception, tries: int) -> float | None:
+        """Seconds to wait before another attempt after ``error`` on try ``tries``, or None
+        if the job fails (no retry, not an exception it retries on, or its last attempt)."""
+        retry = self.retry
+        if retry is not None and tries < retry.attempts and isinstance(error, retry.on):
+            return retry.delay(tries)
+        return None
+
     def register(self, worker: Worker[Any], *, result_ttl: int) -> None:
         """Register the job with a streaq worker, wrapped so that:
 
@@ -40,6 +53,7 @@ class JobSpec:
         - a return value JSON cannot carry becomes a TypeError (a failed result), instead of
           an error while storing it, which would crash the worker and leave a poison message.
         """
+
         fn, name, retry = self.fn, self.name, self.retry
         attempts = retry.attempts if retry is not None else 1
 

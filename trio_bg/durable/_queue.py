@@ -1,21 +1,20 @@
-"""DurableQueue: jobs registered by name, enqueued into Redis Streams, run by streaq workers."""
+"""DurableQueue: jobs registered by name, enqueued into a backend (Redis or the journal), run by
+workers in this process or others."""
 
 from __future__ import annotations
 
 # The durable package's internals (_queue, _handle, _results) are being redesigned around a
 # journal; until then they share private state, as they did before the core moved.
 # pyright: reportPrivateUsage=false
-import hashlib
 import inspect
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
-from datetime import timedelta
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from types import MappingProxyType, TracebackType
 from typing import (
     TYPE_CHECKING,
     Any,
+    Literal,
     NoReturn,
     TypeVar,
     TypeVarTuple,
@@ -26,25 +25,26 @@ from typing import (
 )
 
 import trio
-from coredis.exceptions import ResponseError
-from streaq import Worker
-from streaq.utils import now_ms
 
 from .._core._callables import reject_non_function
-from .._core._checks import check_optional_str, check_seconds
+from .._core._checks import check_count, check_optional_str, check_seconds
 from .._core._retry import Retry
 from .._core._starter import TaskStarter
 from .._core._state import TaskState
-from ._connection import client_options, first_failure, is_connection_failure
+from .._core._trio_only import require_trio
+from ._backend import Backend, Publication
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
+from ._ids import key_id, random_id
 from ._jobs import JobSpec
-from ._results import ResultPoller
-from ._serialization import check_arguments, dumps, loads
-from ._stats import CountingWorker, QueueStatistics, read_statistics
+from ._journal import JournalBackend, journal_path
+from ._serialization import encode_arguments
+from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
     from typing import Self
+
+    from ._redis import RedisBackend
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -55,54 +55,63 @@ logger = logging.getLogger("trio_bg.durable")
 
 @final
 class DurableQueue:
-    """A queue of durable jobs in Redis: enqueued here, run by ``python -m trio_bg worker``.
+    """A queue of durable jobs, in Redis or in an SQLite journal file; run by workers.
 
-    ``DurableQueue(redis_url, name=...)`` only describes the queue; nothing connects until
-    ``async with queue:`` (in the app's lifespan: coredis wants the task that opened its client
-    to close it). Jobs are async functions registered with ``@queue.task``, by name, in a module
-    that both the app and the workers import. Arguments and results travel as JSON, never
-    pickle. Delivery is at-least-once: a job may run again if a worker dies while running it.
+    ``DurableQueue(url, name=...)`` only describes the queue; nothing connects until
+    ``async with queue:`` (in the app's lifespan: ``TaskMiddleware(queues=[queue])`` does it;
+    coredis wants the task that opened its client to close it). The URL picks the backend:
+    ``redis://host:port/db`` (any number of hosts; workers ``python -m trio_bg worker``) or
+    ``sqlite:///jobs.db`` (a relative path; ``sqlite:////abs/jobs.db`` an absolute one: the
+    embedded journal, processes of one host). Jobs are async functions registered with
+    ``@queue.task``, by name, in a module that both the app and the workers import. Arguments
+    and results travel as JSON, never pickle. Delivery is at-least-once: a job may run again if
+    a worker dies while running it.
 
     Args:
-        redis_url: ``redis://host:port/db`` of the Redis every app and worker shares.
-        name: the queue's name; the Redis keys start with ``streaq:<name>:``.
-        result_ttl: seconds a job's result is kept in Redis after it finished (whole seconds).
-        reclaim_timeout: seconds after which a job held by a worker that stopped answering (it
-            died, or lost Redis) is given to another worker; workers refresh their jobs every
-            0.9 of it. Also how long a worker blocks reading the stream.
-        poll_interval: seconds between two rounds of the result poller (see :meth:`enqueue`).
+        url: ``redis://…`` or ``sqlite:///…`` (see above).
+        name: the queue's name; the Redis keys start with ``streaq:<name>:``; in a journal, the
+            ``queue`` column (several queues may share one file).
+        result_ttl: seconds a job's result is kept after it finished (whole seconds).
+        reclaim_timeout: Redis: seconds after which a job held by a worker that stopped
+            answering is given to another worker; workers refresh their jobs every 0.9 of it.
+            Also how long a worker blocks reading the stream.
+        poll_interval: seconds between two rounds of the result poller (Redis); the journal's
+            longest wait between two looks at the file when it is quiet.
         enqueue_timeout: seconds an enqueue may take before it raises
-            :class:`QueueUnavailable`.
+            :class:`QueueUnavailable` (for the journal: how long a locked file is waited for).
+        durability: journal: ``"normal"`` (commits survive any process crash; an OS crash or
+            power loss may lose the last commit group) or ``"full"`` (every commit fsync'd).
+        lease_timeout: journal: seconds a claimed job stays with its worker without a
+            heartbeat (renewed every third of it); after that it runs again elsewhere.
     """
 
     __slots__ = (
-        "_enqueue_timeout",
+        "_backend",
         "_jobs",
         "_jobs_by_fn",
-        "_poll_interval",
-        "_reclaim_timeout",
-        "_result_ttl",
-        "_results",
-        "_stack",
+        "_open_stack",
+        "_unavailable",
         "_url",
-        "_worker",
         "name",
     )
 
     def __init__(
         self,
-        redis_url: str,
+        url: str,
         *,
         name: str = "default",
         result_ttl: int = 600,
         reclaim_timeout: float = 60.0,
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
+        durability: Literal["normal", "full"] = "normal",
+        lease_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(cast(object, redis_url), str):
-            raise TypeError(f"redis_url must be a str, got {type(redis_url).__name__}")
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis_url must be a redis:// URL, got {redis_url!r}")
+        if not isinstance(cast(object, url), str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        is_redis = url.startswith(("redis://", "rediss://", "unix://"))
+        if not is_redis and not url.startswith("sqlite:///"):
+            raise ValueError(f"url must be a redis:// or sqlite:/// URL, got {url!r}")
         if not isinstance(cast(object, name), str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not name or ":" in name:
@@ -113,18 +122,46 @@ class DurableQueue:
             )
         if result_ttl < 1:
             raise ValueError(f"result_ttl must be >= 1, got {result_ttl}")
-        self._url = redis_url
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
+        if is_redis and durability != "normal":
+            raise ValueError("durability='full' is for a journal (sqlite:///); Redis has its own")
+        self._url = url
         self.name = name
         """The queue's name (the Redis keys start with ``streaq:<name>:``)."""
-        self._result_ttl = result_ttl
-        self._reclaim_timeout = _positive("reclaim_timeout", reclaim_timeout)
-        self._poll_interval = _positive("poll_interval", poll_interval)
-        self._enqueue_timeout = _positive("enqueue_timeout", enqueue_timeout)
+        reclaim = _positive("reclaim_timeout", reclaim_timeout)
+        poll = _positive("poll_interval", poll_interval)
+        enqueue_limit = _positive("enqueue_timeout", enqueue_timeout)
+        lease = _positive("lease_timeout", lease_timeout)
         self._jobs: dict[str, JobSpec] = {}
         self._jobs_by_fn: dict[Callable[..., Any], JobSpec] = {}
-        self._worker: Worker[Any] | None = None
-        self._stack: AsyncExitStack | None = None
-        self._results = ResultPoller(queue_name=name, poll_interval=self._poll_interval)
+        self._open_stack: list[bool] = []
+        self._unavailable: QueueUnavailable | None = None
+        """Why the app's lifespan could not open the queue (TaskMiddleware(queues=...))."""
+        self._backend: RedisBackend | JournalBackend
+        if is_redis:
+            from ._redis import RedisBackend  # only for Redis: streaq is the durable extra
+
+            self._backend = RedisBackend(
+                self,
+                url=url,
+                jobs=self._jobs,
+                result_ttl=result_ttl,
+                reclaim_timeout=reclaim,
+                poll_interval=poll,
+                enqueue_timeout=enqueue_limit,
+            )
+        else:
+            self._backend = JournalBackend(
+                self,
+                path=journal_path(url),
+                jobs=self._jobs,
+                synchronous="FULL" if durability == "full" else "NORMAL",
+                lease_timeout=lease,
+                result_ttl=result_ttl,
+                poll_interval=poll,
+                busy_timeout=enqueue_limit,
+            )
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -195,32 +232,22 @@ class DurableQueue:
 
     @property
     def is_open(self) -> bool:
-        return self._worker is not None
+        return bool(self._open_stack)
 
     async def __aenter__(self) -> Self:
-        """Open the Redis client and start the result poller.
+        """Connect to the store (Redis, or open the journal file) and start following results.
 
-        Raises :class:`QueueUnavailable` if Redis cannot be reached (within
-        ``enqueue_timeout``). Leaving the block stops the poller (waiters raise
-        QueueUnavailable) and closes the client; jobs in Redis are not touched.
+        Raises :class:`QueueUnavailable` naming the cause if it cannot (Redis down, within
+        ``enqueue_timeout``; a journal file that cannot be created, is read-only, corrupted,
+        locked by another program past ``enqueue_timeout``, or on a full disk). A missing
+        parent directory of a journal is created. Leaving the block stops following results
+        (waiters raise QueueUnavailable) and disconnects; stored jobs are not touched.
         """
-        if self._stack is not None:
+        require_trio()
+        if self._open_stack:
             raise RuntimeError(f"durable queue {self.name!r} is already open")
-        worker = self.streaq_worker(block_seconds=self._enqueue_timeout)
-        stack = AsyncExitStack()
-        try:
-            # Bounded by coredis's connect_timeout (enqueue_timeout): the client's context
-            # holds a task group, which a cancel scope must not be wrapped around here.
-            await stack.enter_async_context(worker)
-        except BaseException as exc:
-            await stack.aclose()
-            self._raise_unavailable(exc, "open")
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        stack.callback(nursery.cancel_scope.cancel)
-        self._results = ResultPoller(queue_name=self.name, poll_interval=self._poll_interval)
-        nursery.start_soon(self._results.run, worker)
-        self._stack = stack
-        self._worker = worker
+        await self._backend.open()
+        self._open_stack.append(True)
         return self
 
     async def __aexit__(
@@ -229,10 +256,10 @@ class DurableQueue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._stack, self._worker = self._stack, None, None
-        self._results.close()
-        if stack is not None:
-            await stack.aclose()
+        if not self._open_stack:
+            return
+        self._open_stack.clear()
+        await self._backend.close()
 
     if not TYPE_CHECKING:
 
@@ -242,14 +269,26 @@ class DurableQueue:
         def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - never entered
             return None
 
-    def _open_worker(self, method: str) -> Worker[Any]:
-        worker = self._worker
-        if worker is None:
+    def _open_backend(self, method: str) -> Backend:
+        if not self._open_stack:
+            if self._unavailable is not None:
+                raise QueueUnavailable(str(self._unavailable))
             raise RuntimeError(
                 f"durable queue {self.name!r} is not open: {method}() needs 'async with queue:' "
                 "around it (in the app's lifespan)"
             )
-        return worker
+        return self._backend
+
+    # -- what handles ask of their queue (JobOwner) ---------------------------------------------
+
+    def _watch(self, handle: DurableHandle[Any]) -> None:
+        self._backend.watch(handle)
+
+    def _unwatch(self, handle: DurableHandle[Any]) -> None:
+        self._backend.unwatch(handle)
+
+    def _abort(self, handle: DurableHandle[Any]) -> None:
+        self._backend.abort(handle)
 
     # -- enqueue --------------------------------------------------------------------------------
 
@@ -260,22 +299,52 @@ class DurableQueue:
         delay: float | None = None,
         key: str | None = None,
     ) -> DurableHandle[T]:
-        """Enqueue a run of the job ``fn(*args)``; return its handle once Redis has it.
+        """Enqueue a run of the job ``fn(*args)``; return its handle once the store has it
+        (Redis answered; the journal committed).
 
-        ``delay=S`` makes the job runnable S seconds from now (at streaq's 0.5 s tick).
+        ``delay=S`` makes the job runnable S seconds from now (Redis: at streaq's 0.5 s tick).
         ``key="order-42"``: while a job with that key is queued, delayed or running, enqueueing
         it again enqueues nothing and returns a handle to that job (a key names one job id).
 
         The arguments are checked first: ``fn`` must be registered with ``@queue.task``
         (ValueError otherwise) and every argument must be JSON (TypeError naming the type
-        otherwise; tuples arrive as lists). Redis down, or not answering within
-        ``enqueue_timeout``: :class:`QueueUnavailable`. On any error nothing is enqueued. The
-        write is one atomic Redis function call, shielded from cancellation (bounded by
-        ``enqueue_timeout``), so a cancelled caller never leaves a job half-enqueued.
+        otherwise; tuples arrive as lists). Redis down or not answering within
+        ``enqueue_timeout``, or a journal file that cannot be written (locked longer than
+        ``enqueue_timeout``, read-only, full disk): :class:`QueueUnavailable`. On any error
+        nothing is enqueued. The write is atomic (one Redis function call; one transaction) and
+        shielded from cancellation, so a cancelled caller never leaves a job half-enqueued.
         """
-        spec, handle = self._prepare("enqueue", fn, args, delay, key)
-        await self._publish(handle, spec, args, delay)
+        spec, handle, encoded = self._prepare("enqueue", fn, args, delay, key)
+        await self._publish([Publication(handle, spec, args, encoded, delay, key)])
         return handle
+
+    async def enqueue_many(
+        self, jobs: Iterable[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
+    ) -> list[DurableHandle[Any]]:
+        """Enqueue ``[(fn, args), ...]`` in one atomic write; their handles, in order.
+
+        Every job is checked first as :meth:`enqueue` checks it (nothing is written if one is
+        refused); then one Redis transaction, or one journal transaction, writes them all or
+        none. Same errors and cancellation as :meth:`enqueue`.
+        """
+        publications: list[Publication] = []
+        for entry in jobs:
+            if not isinstance(cast(object, entry), tuple) or len(entry) != 2:
+                raise TypeError(
+                    "enqueue_many() takes (fn, args) pairs, got "
+                    f"{type(cast(object, entry)).__name__}"
+                )
+            fn, args = entry
+            if not isinstance(cast(object, args), tuple):
+                raise TypeError(
+                    f"enqueue_many() takes (fn, args) pairs with args a tuple, got "
+                    f"{type(cast(object, args)).__name__}"
+                )
+            spec, handle, encoded = self._prepare("enqueue_many", fn, args, None, None)
+            publications.append(Publication(handle, spec, args, encoded, None, None))
+        if publications:
+            await self._publish(publications)
+        return [p.handle for p in publications]
 
     def enqueue_soon(
         self,
@@ -290,7 +359,7 @@ class DurableQueue:
         ``queue.enqueue_soon(request_tasks(scope).after_response, send_receipt, 42)`` enqueues
         the job once the response was sent; any starter works (a manager: at once, in the
         background; a group; ``after_route``). Synchronous: the arguments are checked and the
-        handle returned at once (PENDING, not yet in Redis), and the enqueue runs as a task of
+        handle returned at once (PENDING, not yet in the store), and the enqueue runs as a task of
         the starter named ``enqueue <job name>``. If that task never runs (its timing point
         never came) the handle ends CANCELLED; if the enqueue fails, FAILED with the error
         (``get()`` raises it), and the starter's task fails with it too. ``handle.cancel()``
@@ -302,9 +371,11 @@ class DurableQueue:
                 "enqueue_soon() takes a trio_bg starter first (a manager, a group, or a timing "
                 f"point such as request_tasks(scope).after_response), got {type(starter).__name__}"
             )
-        spec, handle = self._prepare("enqueue_soon", fn, args, delay, key)
+        spec, handle, encoded = self._prepare("enqueue_soon", fn, args, delay, key)
         handle._publisher = starter.start_soon_named(
-            f"enqueue {spec.name}", self._publish_later, handle, spec, args, delay
+            f"enqueue {spec.name}",
+            self._publish_later,
+            Publication(handle, spec, args, encoded, delay, key),
         )
         return handle
 
@@ -315,8 +386,9 @@ class DurableQueue:
         args: tuple[Any, ...],
         delay: float | None,
         key: str | None,
-    ) -> tuple[JobSpec, DurableHandle[Any]]:
-        """Check everything, make the PENDING handle; nothing touches Redis."""
+    ) -> tuple[JobSpec, DurableHandle[Any], str]:
+        """Check everything, make the PENDING handle and the arguments' JSON; nothing touches
+        the store."""
         if not callable(fn) or inspect.iscoroutine(fn):
             reject_non_function(method, fn)
         spec = self._jobs_by_fn.get(cast("Callable[..., Any]", fn))
@@ -329,80 +401,103 @@ class DurableQueue:
         if delay is not None:
             check_seconds("delay", delay, allow_inf=False)
         check_optional_str("key", key)
-        check_arguments(spec.name, args)
-        self._open_worker(method)
-        if key is None:
-            job_id = "job-" + uuid.uuid4().hex
-        else:
-            digest = hashlib.sha256(f"{self.name}\0{spec.name}\0{key}".encode()).hexdigest()
-            job_id = "job-" + digest[:32]
+        encoded = encode_arguments(spec.name, args)
+        self._open_backend(method)
+        job_id = random_id() if key is None else key_id(self.name, spec.name, key)
         handle: DurableHandle[Any] = DurableHandle(
             self, job_id=job_id, name=spec.name, enqueue_ms=None
         )
-        return spec, handle
+        return spec, handle, encoded
 
-    async def _publish_later(
-        self,
-        handle: DurableHandle[Any],
-        spec: JobSpec,
-        args: tuple[Any, ...],
-        delay: float | None,
-    ) -> None:
-        if handle.done:  # cancelled before its timing point
+    async def _publish_later(self, publication: Publication) -> None:
+        if publication.handle.done:  # cancelled before its timing point
             return
         try:
-            await self._publish(handle, spec, args, delay)
+            await self._publish([publication])
         except Exception as exc:
-            handle._finish(TaskState.FAILED, exc)
+            publication.handle._finish(TaskState.FAILED, exc)
             raise
 
-    async def _publish(
-        self,
-        handle: DurableHandle[Any],
-        spec: JobSpec,
-        args: tuple[Any, ...],
-        delay: float | None,
-    ) -> None:
-        worker = self._open_worker("enqueue")
-        task = worker.enqueue_unsafe(spec.name, *args)
-        task.id = handle.id
-        if delay:
-            task.start(delay=timedelta(seconds=delay))
-        enqueue_ms = now_ms()
-        data = await task.serialize(enqueue_ms)
-        published: object = None
+    async def _publish(self, publications: list[Publication]) -> None:
+        backend = self._open_backend("enqueue")
+        stamps = await backend.publish(publications)
+        for publication, stamp in zip(publications, stamps, strict=True):
+            handle = publication.handle
+            handle._enqueue_ms = stamp
+            handle._published_now()
+            backend.follow(handle)
+
+    # -- find, workers, statistics ----------------------------------------------------------------
+
+    async def find_job(self, job_id: str) -> DurableHandle[Any] | None:
+        """A handle for the job ``job_id`` if the store still knows it, else None.
+
+        Known: queued, delayed, running, or finished less than ``result_ttl`` ago, enqueued by
+        any process (also before a restart). Any id this queue never made (not a str, not
+        ``job-`` and 32 hex digits) is None at once, whatever it holds. The handle's ``state``
+        is the job's as read now; ``get()`` waits for its result. RuntimeError if the queue is
+        not open; :class:`QueueUnavailable` if the store cannot be read.
+        """
+        backend = self._open_backend("find_job")
+        if not _is_job_id(job_id):
+            return None
+        return await backend.find(job_id)
+
+    @asynccontextmanager
+    async def open_worker(
+        self, *, concurrency: int = 16, grace: float = 30.0
+    ) -> AsyncGenerator[None, None]:
+        """Run this queue's jobs in this process while the block runs.
+
+        ``async with queue.open_worker(concurrency=8, grace=10):`` opens the queue if it is not
+        open (and closes it after), then runs up to ``concurrency`` jobs at once, beside any
+        other workers (processes, hosts) of the queue. Leaving the block stops it gracefully:
+        no new job is taken, running ones get ``grace`` seconds to finish, then they are
+        cancelled and handed back (they run again, here later or elsewhere). Cancelling the
+        block cancels the running jobs at once; a journal gets them back after
+        ``lease_timeout``, Redis after ``reclaim_timeout``. SIGTERM and SIGINT stay with the
+        app (``python -m trio_bg worker`` is the worker that handles them).
+        """
+        check_count("concurrency", concurrency, 1)
+        check_seconds("grace", grace, allow_inf=False)
+        opened = not self.is_open
+        if opened:
+            await self.__aenter__()
         try:
-            with trio.CancelScope(shield=True), trio.fail_after(self._enqueue_timeout):
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_worker, concurrency, grace, stop)
                 try:
-                    published = await _publish_task(worker, task, data, enqueue_ms)
-                except ResponseError as exc:
-                    if "function" not in str(exc).lower():
-                        raise
-                    # Redis restarted without persistence: load streaq's functions again.
-                    await _reload_functions(worker)
-                    published = await _publish_task(worker, task, data, enqueue_ms)
-        except BaseException as exc:
-            self._raise_unavailable(exc, "enqueue")
-        # 0: the key's job already existed (it is queued, delayed or running): follow that one.
-        handle._enqueue_ms = None if published == 0 else enqueue_ms
-        handle._published_now()
-        self._results.follow(handle)
+                    yield
+                finally:
+                    stop.set()
+        finally:
+            if opened:
+                await self.__aexit__(None, None, None)
 
-    def _raise_unavailable(self, exc: BaseException, what: str) -> NoReturn:
-        """Raise QueueUnavailable for a lost Redis or a timeout; re-raise anything else."""
-        if isinstance(exc, trio.TooSlowError):
-            raise QueueUnavailable(
-                f"durable queue {self.name!r}: Redis at {self._url} did not answer the {what} "
-                f"within {self._enqueue_timeout:g} s"
-            ) from exc
-        if is_connection_failure(exc):
-            cause = first_failure(exc)
-            raise QueueUnavailable(
-                f"durable queue {self.name!r}: cannot reach Redis at {self._url} to {what}: {cause}"
-            ) from cause
-        raise exc
+    async def _run_worker(
+        self,
+        concurrency: int,
+        grace: float,
+        stop: trio.Event,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self._backend.run_worker(
+            concurrency=concurrency, grace=grace, stop=stop, task_status=task_status
+        )
 
-    # -- for workers, the dashboard and tests ---------------------------------------------------
+    async def statistics(self) -> QueueStatistics:
+        """Read the queue's numbers: jobs waiting (``depth``), ``delayed``, ``in_flight``
+        (claimed, not finished), the outcome counts (``succeeded``, ``failed``, ``cancelled``)
+        and the live ``workers``.
+
+        Bounded by ``enqueue_timeout``: :class:`QueueUnavailable` if the store cannot be
+        reached or read in time; RuntimeError if the queue is not open. Cancelling the call
+        abandons the reading (it changes nothing).
+        """
+        return await self._open_backend("statistics").statistics()
+
+    # -- Redis only: for the Redis worker command, the dashboard and tests ------------------------
 
     def streaq_worker(
         self,
@@ -412,81 +507,61 @@ class DurableQueue:
         grace: float = 30.0,
         worker_id: str | None = None,
         register: bool = False,
-    ) -> Worker[Any]:
-        """A streaq ``Worker`` for this queue: JSON (de)serializer, trio backend, the reclaim
-        timeout, coredis timeouts at least 1.5 times its longest blocking read. With
+    ) -> Any:
+        """A streaq ``Worker`` for this Redis queue: JSON (de)serializer, trio backend, the
+        reclaim timeout, coredis timeouts at least 1.5 times its longest blocking read. With
         ``register=True`` it also has every job and counts their outcomes in Redis (what
-        ``python -m trio_bg worker`` runs)."""
-        block = self._reclaim_timeout if block_seconds is None else block_seconds
-        worker: Worker[Any] = (CountingWorker if register else Worker)(
-            redis_url=self._url,
-            redis_kwargs=client_options(
-                block_seconds=max(block, self._reclaim_timeout),
-                connect_timeout=self._enqueue_timeout,
-            ),
+        ``python -m trio_bg worker`` runs). RuntimeError for a journal."""
+        return self._redis("streaq_worker").streaq_worker(
+            block_seconds=block_seconds,
             concurrency=concurrency,
-            prefetch=1,
-            queue_name=self.name,
-            serializer=dumps,
-            deserializer=loads,
-            idle_timeout=self._reclaim_timeout,
-            grace_period=int(-(-grace // 1)),  # streaq takes whole seconds: round up
-            anyio_backend="trio",
-            id=worker_id,
+            grace=grace,
+            worker_id=worker_id,
+            register=register,
         )
-        if register:
-            for spec in self._jobs.values():
-                spec.register(worker, result_ttl=self._result_ttl)
-        return worker
 
-    async def statistics(self) -> QueueStatistics:
-        """Read the queue's numbers from Redis: jobs waiting (``depth``), ``delayed``,
-        ``in_flight`` (delivered, not acked), the outcome counts the workers keep
-        (``succeeded``, ``failed``, ``cancelled``) and the live ``workers``.
-
-        A few round trips, bounded by ``enqueue_timeout``: :class:`QueueUnavailable` if Redis
-        cannot be reached or does not answer in time; RuntimeError if the queue is not open.
-        Cancelling the call abandons the reading (it changes nothing in Redis).
-        """
-        worker = self._open_worker("statistics")
-        try:
-            with trio.fail_after(self._enqueue_timeout):
-                return await read_statistics(worker)
-        except BaseException as exc:
-            self._raise_unavailable(exc, "read statistics")
+    def _redis(self, what: str) -> RedisBackend:
+        backend = self._backend
+        if isinstance(backend, JournalBackend):
+            raise RuntimeError(f"durable queue {self.name!r} is a journal: {what} is for Redis")
+        return backend
 
     @property
     def redis(self) -> Any:
         """The open queue's coredis client (``coredis.Redis``); RuntimeError if not open."""
-        return self._open_worker("redis").redis
+        worker = self._redis("redis").worker
+        if worker is None:
+            self._open_backend("redis")
+        assert worker is not None
+        return worker.redis
 
     @property
     def reclaim_timeout(self) -> float:
-        return self._reclaim_timeout
+        return self._redis("reclaim_timeout").reclaim_timeout
 
     @property
     def redis_url(self) -> str:
+        return self._redis("redis_url").url
+
+    @property
+    def url(self) -> str:
+        """The URL the queue was made with (Redis or ``sqlite:///``)."""
         return self._url
+
+    @property
+    def is_journal(self) -> bool:
+        """True for a ``sqlite:///`` journal, False for Redis."""
+        return isinstance(self._backend, JournalBackend)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"<DurableQueue {self.name!r} {self._url} {state}, {len(self._jobs)} jobs>"
 
 
-async def _publish_task(worker: Worker[Any], task: Any, data: Any, enqueue_ms: int) -> object:
-    """streaq's atomic publish (SET NX of the job's data, then XADD or ZADD for a delay):
-    0 if the job id already existed (a ``key`` whose job is active), else the entry id or 1."""
-    request: Awaitable[object] = worker.publish_task(worker.redis, task, data, enqueue_ms)
-    return await request
-
-
-async def _reload_functions(worker: Worker[Any]) -> None:
-    import streaq
-    from anyio import Path
-    from streaq.types import Streaq
-
-    text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
-    worker._lib = await Streaq(worker.redis, code=text, replace=True)
+def _is_job_id(job_id: object) -> bool:
+    if not isinstance(job_id, str) or len(job_id) != 36 or not job_id.startswith("job-"):
+        return False
+    return all(c in "0123456789abcdef" for c in job_id[4:])
 
 
 def _positive(what: str, value: object) -> float:

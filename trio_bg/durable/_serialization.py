@@ -41,6 +41,28 @@ def loads(raw: str | bytes) -> Any:
     return json.loads(raw)
 
 
+def _refuse(value: object) -> object:
+    raise TypeError
+
+
+def encode_arguments(job_name: str, args: Sequence[object]) -> str:
+    """The arguments as a JSON array; TypeError naming the first one JSON cannot carry."""
+    try:
+        return json.dumps(list(args), default=_refuse, separators=(",", ":"))
+    except (TypeError, ValueError):
+        check_arguments(job_name, args)  # raises, naming the argument
+        raise
+
+
+def encode_result(job_name: str, value: object) -> str:
+    """The value a job returned as JSON; TypeError if it cannot be stored."""
+    try:
+        return json.dumps(value, default=_refuse, separators=(",", ":"))
+    except (TypeError, ValueError):
+        check_result(job_name, value)  # raises, naming the type
+        raise
+
+
 def check_arguments(job_name: str, args: Sequence[object]) -> None:
     """Raise TypeError naming the first argument JSON cannot carry, and the type it holds."""
     for index, arg in enumerate(args):

@@ -21,13 +21,14 @@ no expiry: the counts are since the queue's keys were created.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from streaq import Worker
 from streaq.constants import REDIS_GROUP, REDIS_HEALTH
 from streaq.types import StreaqCancelled
+
+from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
     from streaq.types import StreamMessage
@@ -39,19 +40,6 @@ ENDED_KEY = ":trio_bg:ended"
 def ended_key(worker: Worker[Any]) -> str:
     """The Redis key of the queue's outcome counts."""
     return worker.prefix + ENDED_KEY
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatistics:
-    """One reading of a queue's Redis keys (see the module docstring for each field)."""
-
-    depth: int
-    delayed: int
-    in_flight: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    workers: int
 
 
 def _outcome(success: bool, value: object) -> str:

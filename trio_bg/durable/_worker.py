@@ -13,6 +13,10 @@ backing off) ``run_worker``'s own receiver takes them and returns at once.
 
 from __future__ import annotations
 
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
 import logging
 import os
 import signal
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._core._checks import check_count, check_seconds
+from .._core._trio_only import require_trio
 from ._connection import first_failure, is_connection_failure
 
 if TYPE_CHECKING:
@@ -55,9 +60,14 @@ async def run_worker(
     other than a lost Redis propagate. Cancelling the call cancels the worker at once: running
     jobs are re-delivered after the reclaim timeout.
     """
+    require_trio()
     check_count("concurrency", concurrency, 1)
     check_seconds("grace", grace, allow_inf=False)
     check_seconds("max_backoff", max_backoff, allow_inf=False)
+    if queue.is_journal:
+        await _run_journal_worker(queue, concurrency, grace, task_status)
+        return
+
     prefix = f"{socket.gethostname()}-{os.getpid()}"
     backoff = 0.1
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -92,3 +102,19 @@ async def run_worker(
                     logger.info("worker: %s while reconnecting; stopping", name)
                     return
             backoff = min(backoff * 2, max_backoff)
+
+
+async def _run_journal_worker(
+    queue: DurableQueue, concurrency: int, grace: float, task_status: trio.TaskStatus[None]
+) -> None:
+    """A journal's worker: open the file, run jobs until SIGTERM or SIGINT, then stop
+    gracefully. A file that cannot be opened raises QueueUnavailable (the command exits 1)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        stop = trio.Event()
+        async with queue, trio.open_nursery() as nursery:
+            await nursery.start(queue._run_worker, concurrency, grace, stop)
+            task_status.started()
+            async for signum in signals:
+                logger.info("worker: %s; stopping", signal.Signals(signum).name)
+                stop.set()
+                break

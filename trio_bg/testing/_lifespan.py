@@ -16,6 +16,7 @@ from typing import Any, final
 import trio
 
 from .._core._log import logger
+from .._core._trio_only import require_trio
 from ..asgi._types import Message, WrappedApp
 from ._activity import AppActivity
 
@@ -70,6 +71,7 @@ async def run_lifespan(app: WrappedApp) -> AsyncGenerator[LifespanApp, None]:
     An exception from the block comes out unchanged, after the shutdown. Cancelling the block
     cancels the lifespan call without one.
     """
+    require_trio()
     activity = AppActivity(app)
     call = _LifespanCall(activity)
     failure: Exception | None = None

@@ -111,10 +111,13 @@
       name.append(el("span", { class: "badge warn", text: "cancelled in " + seconds(t.cancel_in) }));
     }
     const detail = el("td", { class: "detail" });
-    if (t.where) {
-      const file = t.where.file.split("/").slice(-2).join("/");
+    const file = t.where ? t.where.file.split("/").slice(-2).join("/") + ":" + t.where.line : "";
+    if (t.waiting) {  // a worker thread or a retry backoff: no line of the task's own to show
+      detail.append(el("div", { class: "where waiting", title: t.stack.join("\n"),
+        text: t.waiting + (file ? " (" + file + ")" : "") }));
+    } else if (t.where) {
       detail.append(el("div", { class: "where", title: t.stack.join("\n"),
-        text: "at " + t.where.function + " (" + file + ":" + t.where.line + ")" }));
+        text: "at " + t.where.function + " (" + file + ")" }));
     }
     if (t.error) detail.append(el("div", { class: "error", text: t.error.type + ": " + t.error.message }));
     if (t.retries.length) {
@@ -200,17 +203,28 @@
     return card;
   }
 
-  function renderShutdown(shutdown) {
+  function renderShutdown(shutdown, notice) {
     const section = $("shutdown");
     const body = $("shutdown-body");
     body.replaceChildren();
-    section.hidden = shutdown.length === 0;
+    section.hidden = shutdown.length === 0 && !notice;
+    if (notice) {
+      // The server was told to stop: the stream has ended with this forecast.
+      const requests = notice.requests_cancel_in === null ? ""
+        : "; requests still open are cancelled in " + seconds(notice.requests_cancel_in) +
+          " at the latest";
+      body.append(el("p", { id: "shutdown-notice", class: "notice",
+        text: "The server was told to stop (" + notice.reason + ") at " +
+          notice.announced_at.slice(11, 19) + " UTC" + requests +
+          ". This page no longer updates." }));
+      if (!shutdown.length) body.append(el("p", { class: "empty", text: "no active task: nothing to wait for" }));
+    }
     for (const s of shutdown) {
-      const grace = s.grace_left === null ? "until the server cancels the request" : "in " + seconds(s.grace_left);
+      const grace = s.grace_left === null ? (notice ? "only when its tasks end" : "until the server cancels the request") : "in " + seconds(s.grace_left);
       const lines = el("ul");
-      for (const t of s.will_cancel) lines.append(el("li", { text: t.name + " (" + t.id + ") is cancelled " + (t.in === null ? "when the server cancels the request" : "in " + seconds(t.in)) }));
+      for (const t of s.will_cancel) lines.append(el("li", { text: t.name + " (" + t.id + ") is cancelled " + (t.in === null ? (notice ? "only if it outlives the server" : "when the server cancels the request") : "in " + seconds(t.in) + (notice ? " unless it ends first" : "")) }));
       for (const t of s.shielded) lines.append(el("li", { text: t.name + " (" + t.id + ") is shielded; cap " + (t.cap_in === null ? "not set yet" : "in " + seconds(t.cap_in)) }));
-      body.append(el("div", { class: "card closing" },
+      body.append(el("div", { class: "card closing", "data-shutdown-manager": s.manager },
         el("h3", { text: s.manager + ": grace period ends " + grace }), lines));
     }
   }
@@ -237,10 +251,10 @@
     $("queues").replaceChildren(table);
   }
 
-  function render(data) {
+  function render(data, notice) {
     renderCounters(data);
     renderChart(data.rate);
-    renderShutdown(data.shutdown);
+    renderShutdown(notice ? notice.managers : data.shutdown, notice);
     renderQueues(data.queues);
     const managers = $("managers"), requests = $("requests");
     managers.replaceChildren();
@@ -266,7 +280,16 @@
       status.className = "status live";
       render(JSON.parse(event.data));
     });
+    source.addEventListener("shutdown", (event) => {
+      // The last event: the server is stopping and has ended the stream. No reconnecting.
+      source.close();
+      const notice = JSON.parse(event.data);
+      status.textContent = "server stopping (" + notice.reason + ")";
+      status.className = "status stopping";
+      render(notice.snapshot, notice);
+    });
     source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) return;  // closed after "shutdown"
       status.textContent = "disconnected, reconnecting…";
       status.className = "status lost";
     });

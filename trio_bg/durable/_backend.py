@@ -1,0 +1,78 @@
+"""Backend: where a DurableQueue keeps its jobs. Redis (streaq) and the journal (SQLite).
+
+:class:`~trio_bg.durable.DurableQueue` checks, registers and makes handles once; everything that
+touches the store goes through this small interface, picked by the URL. The worker side
+(claim, lease, complete, retry, reclaim) lives behind :meth:`Backend.run_worker`: the journal's
+loop is :class:`~._journal_worker.JournalWorker`; Redis runs streaq's worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import trio
+
+    from ._handle import DurableHandle
+    from ._jobs import JobSpec
+    from ._statistics import QueueStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One job to enqueue: its PENDING handle, what runs, and when."""
+
+    handle: DurableHandle[Any]
+    spec: JobSpec
+    args: tuple[Any, ...]
+    encoded_args: str
+    """``args`` as a JSON array (checked once, at enqueue)."""
+    delay: float | None
+    key: str | None
+
+
+class Backend(Protocol):
+    """The store of one queue (see the module docstring)."""
+
+    @property
+    def where(self) -> str:
+        """Where the jobs are, for messages: ``Redis at redis://…`` or ``journal /path``."""
+        ...
+
+    async def open(self) -> None:
+        """Connect and start the result tracking; :class:`QueueUnavailable` if it cannot."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the result tracking (waiters raise QueueUnavailable) and disconnect."""
+        ...
+
+    async def publish(self, jobs: Sequence[Publication]) -> list[int | None]:
+        """Enqueue the jobs in one atomic write; per job the enqueue time written into it (ms),
+        or None if its key named a job still active (the handle then follows that one)."""
+        ...
+
+    def watch(self, handle: DurableHandle[Any]) -> None: ...
+    def unwatch(self, handle: DurableHandle[Any]) -> None: ...
+    def follow(self, handle: DurableHandle[Any]) -> None: ...
+    def abort(self, handle: DurableHandle[Any]) -> None: ...
+
+    async def statistics(self) -> QueueStatistics: ...
+
+    async def find(self, job_id: str) -> DurableHandle[Any] | None:
+        """A handle for a job the store still knows (``job_id`` already checked), or None."""
+        ...
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int,
+        grace: float,
+        stop: trio.Event,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        """Run this queue's registered jobs in this process until ``stop`` is set, then give
+        running jobs ``grace`` seconds before cancelling them (they run again elsewhere)."""
+        ...

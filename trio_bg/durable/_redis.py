@@ -1,0 +1,286 @@
+"""RedisBackend: a DurableQueue's jobs in Redis Streams, through streaq."""
+
+from __future__ import annotations
+
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
+from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import trio
+from coredis.exceptions import ResponseError
+from streaq import Worker
+from streaq.types import Streaq
+from streaq.utils import now_ms
+
+from ._connection import client_options, first_failure, is_connection_failure
+from ._exceptions import QueueUnavailable
+from ._handle import DurableHandle, JobOwner
+from ._results import ResultPoller
+from ._serialization import dumps, loads
+from ._statistics import QueueStatistics
+from ._stats import CountingWorker, read_statistics
+
+if TYPE_CHECKING:
+    from ._backend import Publication
+    from ._jobs import JobSpec
+
+
+class RedisBackend:
+    """Redis through streaq: a client while open, a :class:`ResultPoller`, streaq workers."""
+
+    def __init__(
+        self,
+        owner: JobOwner,
+        *,
+        url: str,
+        jobs: Mapping[str, JobSpec],
+        result_ttl: int,
+        reclaim_timeout: float,
+        poll_interval: float,
+        enqueue_timeout: float,
+    ) -> None:
+        self._owner = owner
+        self.url = url
+        self._jobs = jobs
+        self._result_ttl = result_ttl
+        self.reclaim_timeout = reclaim_timeout
+        self._poll_interval = poll_interval
+        self._enqueue_timeout = enqueue_timeout
+        self.worker: Worker[Any] | None = None
+        self._stack: AsyncExitStack | None = None
+        self.results = ResultPoller(queue_name=owner.name, poll_interval=poll_interval)
+
+    @property
+    def where(self) -> str:
+        return f"Redis at {self.url}"
+
+    @property
+    def name(self) -> str:
+        return self._owner.name
+
+    def open_worker(self) -> Worker[Any]:
+        if self.worker is None:
+            raise RuntimeError(f"durable queue {self.name!r} is not open")
+        return self.worker
+
+    async def open(self) -> None:
+        worker = self.streaq_worker(block_seconds=self._enqueue_timeout)
+        stack = AsyncExitStack()
+        try:
+            # Bounded by coredis's connect_timeout (enqueue_timeout): the client's context
+            # holds a task group, which a cancel scope must not be wrapped around here.
+            await stack.enter_async_context(worker)
+        except BaseException as exc:
+            await stack.aclose()
+            self.unavailable(exc, "open")
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        self.results = ResultPoller(queue_name=self.name, poll_interval=self._poll_interval)
+        nursery.start_soon(self.results.run, worker)
+        self._stack = stack
+        self.worker = worker
+
+    async def close(self) -> None:
+        stack, self._stack, self.worker = self._stack, None, None
+        self.results.close()
+        if stack is not None:
+            await stack.aclose()
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    async def publish(self, jobs: Sequence[Publication]) -> list[int | None]:
+        worker = self.open_worker()
+        enqueue_ms = now_ms()
+        tasks: list[tuple[Any, Any]] = []
+        for job in jobs:
+            task = worker.enqueue_unsafe(job.spec.name, *job.args)
+            task.id = job.handle.id
+            if job.delay:
+                task.start(delay=timedelta(seconds=job.delay))
+            tasks.append((task, await task.serialize(enqueue_ms)))
+        published: list[object] = []
+        try:
+            with trio.CancelScope(shield=True), trio.fail_after(self._enqueue_timeout):
+                try:
+                    published = await _publish_tasks(worker, tasks, enqueue_ms)
+                except ResponseError as exc:
+                    if "function" not in str(exc).lower():
+                        raise
+                    # Redis restarted without persistence: load streaq's functions again.
+                    await _reload_functions(worker)
+                    published = await _publish_tasks(worker, tasks, enqueue_ms)
+        except BaseException as exc:
+            self.unavailable(exc, "enqueue")
+        # 0: the key's job already existed (it is queued, delayed or running): follow that one.
+        return [None if result == 0 else enqueue_ms for result in published]
+
+    def unavailable(self, exc: BaseException, what: str) -> NoReturn:
+        """Raise QueueUnavailable for a lost Redis or a timeout; re-raise anything else."""
+        if isinstance(exc, trio.TooSlowError):
+            raise QueueUnavailable(
+                f"durable queue {self.name!r}: Redis at {self.url} did not answer the {what} "
+                f"within {self._enqueue_timeout:g} s"
+            ) from exc
+        if is_connection_failure(exc):
+            cause = first_failure(exc)
+            raise QueueUnavailable(
+                f"durable queue {self.name!r}: cannot reach Redis at {self.url} to {what}: {cause}"
+            ) from cause
+        raise exc
+
+    # -- results ------------------------------------------------------------------------------
+
+    def watch(self, handle: DurableHandle[Any]) -> None:
+        self.results.watch(handle)
+
+    def unwatch(self, handle: DurableHandle[Any]) -> None:
+        self.results.unwatch(handle)
+
+    def follow(self, handle: DurableHandle[Any]) -> None:
+        self.results.follow(handle)
+
+    def abort(self, handle: DurableHandle[Any]) -> None:
+        self.results.abort(handle)
+
+    async def find(self, job_id: str) -> DurableHandle[Any] | None:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                async with worker.redis.pipeline(transaction=True) as pipe:
+                    data = pipe.get(worker.task_key + job_id)
+                    result = pipe.get(worker.results_key + job_id)
+                raw_data, raw_result = await data, await result
+        except BaseException as exc:
+            self.unavailable(exc, "find a job")
+        name: object = None
+        record: dict[str, Any] | None = None
+        if raw_result is not None:
+            decoded: object = loads(raw_result)
+            if isinstance(decoded, dict):
+                record = cast("dict[str, Any]", decoded)
+                name = record.get("f")
+        if raw_data is not None and name is None:
+            decoded = loads(raw_data)
+            if isinstance(decoded, dict):
+                data_record = cast("dict[str, Any]", decoded)
+                name = data_record.get("f") or data_record.get("fn")
+        if raw_data is None and record is None:
+            return None
+        handle: DurableHandle[Any] = DurableHandle(
+            self._owner, job_id=job_id, name=str(name or "?"), enqueue_ms=None
+        )
+        handle._published_now()
+        if record is not None and raw_data is None:
+            handle._seen_result(record)
+        else:
+            self.results.follow(handle)
+        return handle
+
+    async def statistics(self) -> QueueStatistics:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                return await read_statistics(worker)
+        except BaseException as exc:
+            self.unavailable(exc, "read statistics")
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def streaq_worker(
+        self,
+        *,
+        block_seconds: float | None = None,
+        concurrency: int = 16,
+        grace: float = 30.0,
+        worker_id: str | None = None,
+        register: bool = False,
+        stop: trio.Event | None = None,
+    ) -> Worker[Any]:
+        """A streaq ``Worker`` for this queue (see :meth:`DurableQueue.streaq_worker`); with
+        ``stop``, one that stops on that event instead of SIGTERM/SIGINT."""
+        block = self.reclaim_timeout if block_seconds is None else block_seconds
+        cls: type[Worker[Any]] = Worker
+        if stop is not None:
+            cls = _InProcessWorker
+        elif register:
+            cls = CountingWorker
+        worker: Worker[Any] = cls(
+            redis_url=self.url,
+            redis_kwargs=client_options(
+                block_seconds=max(block, self.reclaim_timeout),
+                connect_timeout=self._enqueue_timeout,
+            ),
+            concurrency=concurrency,
+            prefetch=1,
+            queue_name=self.name,
+            serializer=dumps,
+            deserializer=loads,
+            idle_timeout=self.reclaim_timeout,
+            grace_period=int(-(-grace // 1)),  # streaq takes whole seconds: round up
+            anyio_backend="trio",
+            id=worker_id,
+        )
+        if isinstance(worker, _InProcessWorker):
+            worker.stop_event = stop
+        if register or stop is not None:
+            for spec in self._jobs.values():
+                spec.register(worker, result_ttl=self._result_ttl)
+        return worker
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int,
+        grace: float,
+        stop: trio.Event,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        worker = self.streaq_worker(concurrency=concurrency, grace=grace, register=True, stop=stop)
+        await worker.run_async(task_status=task_status)
+
+
+class _InProcessWorker(CountingWorker):
+    """A counting streaq worker that stops gracefully when its ``stop_event`` is set (an
+    in-process worker must leave SIGTERM and SIGINT to the app)."""
+
+    stop_event: trio.Event | None = None
+
+    async def signal_handler(self, scope: trio.CancelScope) -> None:  # type: ignore[override]
+        assert self.stop_event is not None
+        await self.stop_event.wait()
+        scope.cancel()
+        deadline = trio.current_time() + self.grace_period
+        for job_scope in self._cancel_scopes.values():
+            job_scope.deadline = min(job_scope.deadline, deadline)
+
+
+async def _publish_tasks(
+    worker: Worker[Any], tasks: list[tuple[Any, Any]], enqueue_ms: int
+) -> list[object]:
+    """streaq's atomic publish of each task (SET NX of its data, then XADD or ZADD for a
+    delay), all in one MULTI/EXEC: per task 0 if its id already existed (a ``key`` whose job
+    is active), else the entry id or 1."""
+    if len(tasks) == 1:
+        task, data = tasks[0]
+        request: Awaitable[object] = worker.publish_task(worker.redis, task, data, enqueue_ms)
+        return [await request]
+    async with worker.redis.pipeline(transaction=True) as pipe:
+        lib = Streaq(pipe)
+        requests: list[Awaitable[object]] = []
+        for task, data in tasks:
+            request = worker.publish_task(pipe, task, data, enqueue_ms, lib=lib)
+            requests.append(request)
+    return [await r for r in requests]
+
+
+async def _reload_functions(worker: Worker[Any]) -> None:
+    import streaq
+    from anyio import Path
+
+    text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
+    worker._lib = await Streaq(worker.redis, code=text, replace=True)
