@@ -29,7 +29,7 @@ import trio.testing
 
 import trio_bg
 from trio_bg import Retry, TaskManager
-from trio_bg._instruments import GLOBAL as global_instruments
+from trio_bg._core._instruments import GLOBAL as global_instruments
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
 
 ran: list[object] = []
@@ -55,7 +55,7 @@ def nothing_happens(*, collect: bool = False) -> Iterator[None]:
     dropped in the block would warn "never awaited" (for the entry points that take a task
     function; a collection costs ~0.2 s in a full test process).
     """
-    from trio_bg import _registry
+    from trio_bg._core import _registry
 
     ran.clear()
     managers = set(_registry.open_managers)

@@ -314,3 +314,46 @@ async def test_ids_are_unique_across_managers() -> None:
         ids |= {two.start_soon(trio.sleep, 0).id for _ in range(3)}
         assert repr(two).startswith("<TaskManager 'two' running=3 pending=0 closed=False")
     assert len(ids) == 6
+
+
+async def test_handle_number_and_float_timestamps_match_the_id_and_datetimes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager(max_running=1) as tm:
+        first = tm.start_soon_named("first", trio.sleep, 2)
+        second = tm.start_soon_named("second", trio.sleep, 1)  # PENDING behind the first
+        assert first.id == f"task-{first.number}"
+        assert second.number == first.number + 1
+        assert second.started_time is None and second.finished_time is None
+        assert second.created_at == datetime.fromtimestamp(second.created_time, UTC)
+        await second.wait()
+    for handle in (first, second):
+        assert handle.started_time is not None and handle.finished_time is not None
+        assert handle.started_at == datetime.fromtimestamp(handle.started_time, UTC)
+        assert handle.finished_at == datetime.fromtimestamp(handle.finished_time, UTC)
+        assert handle.created_time <= handle.started_time <= handle.finished_time
+    assert second.started_time >= first.finished_time  # it waited for the running slot
+
+
+async def test_close_deadlines_are_none_while_open_then_the_grace_and_the_cap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[trio_bg.CloseDeadlines | None] = []
+    async with trio_bg.open_task_manager(grace_period=1, shield_timeout=5) as tm:
+        tm.start_soon_named("plain", trio.sleep, 10)
+        tm.start_soon_named("kept", trio.sleep, 10, shield=True)
+        seen.append(tm.close_deadlines())
+
+        async def watch() -> None:
+            await trio.sleep(0.5)  # in the grace period
+            seen.append(tm.close_deadlines())
+            await trio.sleep(1)  # the grace period is over; the shielded task runs on
+            seen.append(tm.close_deadlines())
+
+        tm.start_soon_named("watch", watch, shield=True)
+    assert seen[0] is None
+    assert seen[1] == trio_bg.CloseDeadlines(started=0.0, grace=1.0, cap=5.0)
+    assert seen[2] == trio_bg.CloseDeadlines(started=0.0, grace=1.5, cap=5.0)
+    assert tm.close_deadlines() == trio_bg.CloseDeadlines(
+        started=0.0, grace=trio.current_time(), cap=5.0
+    )

@@ -481,7 +481,7 @@ async def test_request_managers_of_raw_apps_are_named_by_method_alone() -> None:
 
 
 async def test_close_removes_the_recorder_once_every_dashboard_is_closed() -> None:
-    from trio_bg._instruments import GLOBAL
+    from trio_bg._core._instruments import GLOBAL
     from trio_bg.dashboard._recorder import RECORDER
 
     first, second = Dashboard(TOKEN), Dashboard(local_only=True)

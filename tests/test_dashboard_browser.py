@@ -45,7 +45,7 @@ pytestmark = [
 
 def app_for_browser(dashboard: Dashboard) -> TaskMiddleware:
     """The demo's routes, the test's dashboard at /dashboard/, and /hostile."""
-    from trio_bg.asgi import _demo
+    from trio_bg import _demo
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

@@ -10,29 +10,28 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 import pytest
 import trio
 import trio.testing
 
-from trio_bg import _registry
+from trio_bg._core import _registry
+from trio_bg._demo import Demo, orders_placed
 from trio_bg.asgi._types import Message
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    """The demo module, imported here rather than when the tests are collected: importing it
-    makes its dashboard, which installs the recorder process-wide. It is removed after these
-    tests, so that the rest of the suite runs without it."""
-    from trio_bg.asgi import _demo
-
-    yield _demo
-    _demo.dashboard.close()
+def demo() -> Iterator[Demo]:
+    """The demo, made here rather than when the tests are collected: making it makes its
+    dashboard, which installs the recorder process-wide. It is removed after these tests, so
+    that the rest of the suite runs without it."""
+    made = Demo()
+    yield made
+    made.dashboard.close()
 
 
 @asynccontextmanager
-async def demo_lifespan(demo: ModuleType) -> AsyncIterator[None]:
+async def demo_lifespan(demo: Demo) -> AsyncIterator[None]:
     """Run the demo app's lifespan around the block (its app manager is open inside)."""
     to_app, app_inbox = trio.open_memory_channel[Message](1)
     app_outbox, from_app = trio.open_memory_channel[Message](1)
@@ -47,7 +46,7 @@ async def demo_lifespan(demo: ModuleType) -> AsyncIterator[None]:
 
 
 async def request(
-    demo: ModuleType,
+    demo: Demo,
     method: str,
     path: str,
     *,
@@ -79,7 +78,7 @@ async def request(
 
 
 async def test_order_ids_do_not_skip_and_the_report_counts_the_orders(
-    demo: ModuleType,
+    demo: Demo,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with demo_lifespan(demo):
@@ -91,13 +90,13 @@ async def test_order_ids_do_not_skip_and_the_report_counts_the_orders(
         task = json.loads(body)["task"]
         report = json.loads((await request(demo, "GET", f"/tasks/{task}", query=b"wait=1"))[2])
         assert report["state"] == "succeeded"
-        assert f"'orders': {len(demo.orders_placed)}" in report["result"]
+        assert f"'orders': {len(orders_placed)}" in report["result"]
         third = json.loads((await request(demo, "POST", "/orders"))[2])["order_id"]
         assert third == second + 1  # the report consumed no id
 
 
 async def test_a_failed_task_is_described_as_failed_with_its_error_and_finished_at(
-    demo: ModuleType,
+    demo: Demo,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with demo_lifespan(demo):
@@ -115,7 +114,7 @@ async def test_a_failed_task_is_described_as_failed_with_its_error_and_finished_
 
 
 async def test_request_tasks_are_described_too_and_unknown_ones_answer_404(
-    demo: ModuleType,
+    demo: Demo,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with demo_lifespan(demo):
@@ -128,7 +127,7 @@ async def test_request_tasks_are_described_too_and_unknown_ones_answer_404(
 
 
 async def test_a_browser_gets_each_answer_in_a_page_with_a_way_back(
-    demo: ModuleType,
+    demo: Demo,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with demo_lifespan(demo):
@@ -146,7 +145,7 @@ async def test_a_browser_gets_each_answer_in_a_page_with_a_way_back(
 
 
 async def test_the_dashboard_is_mounted_for_local_clients_only(
-    demo: ModuleType,
+    demo: Demo,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with demo_lifespan(demo):
@@ -157,3 +156,22 @@ async def test_the_dashboard_is_mounted_for_local_clients_only(
         page = await request(demo, "GET", "/dashboard/", accept=b"text/html")
         assert page[0] == 200
         assert b'<script src="static/dashboard.js" defer></script>' in page[2]
+
+
+def test_importing_the_demo_installs_nothing_and_making_it_installs_the_recorder() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from trio_bg._core._instruments import GLOBAL\n"
+        "from trio_bg import _demo\n"
+        "print(len(list(GLOBAL)))\n"
+        "demo = _demo.Demo()\n"
+        "print(len(list(GLOBAL)))\n"
+        "demo.dashboard.close()\n"
+        "print(len(list(GLOBAL)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["0", "1", "0"]  # only a made Demo's dashboard recorder

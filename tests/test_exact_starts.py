@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import trio_bg
 from trio_bg import TaskHandle, TaskManager, TaskStarter, TaskStatistics
-from trio_bg._callables import callable_name, check_arguments, fits
+from trio_bg._core._callables import callable_name, check_arguments, fits
 from trio_bg.asgi import TaskMiddleware, request_tasks
 
 NOTHING = TaskStatistics(0, 0, 0, 0, 0, 0, 0)
@@ -486,3 +486,51 @@ def test_the_fast_check_agrees_with_the_call_and_signature_bind(
         return
     with pytest.raises(TypeError, match=exact(f"start_soon() cannot start 'f': {reason}")):
         check_arguments("start_soon", "f", partial, args)
+
+
+@pytest.mark.parametrize("method", ["start_soon", "start_soon_named"])
+async def test_keywords_for_the_function_point_to_partial_and_add_task(method: str) -> None:
+    """The reverse of ``add_task(fn, timeout=...)``: a keyword meant for the function, given to
+    a start method whose keywords are task options, names the method and the two ways to pass
+    it, for every kind of starter; nothing is started, held or counted."""
+
+    async def send(address: str, *, order_id: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    message = exact(
+        f"{method}() got an unexpected keyword argument 'order_id' ({method}() takes task "
+        "options as keywords, not the function's: for order_id=, use "
+        "functools.partial(send, order_id=...) or add_task())"
+    )
+
+    def misuse(starter: trio_bg.TaskStarter) -> None:
+        start: Any = getattr(starter, method)
+        args = ("email", send, "a@x") if method == "start_soon_named" else (send, "a@x")
+        with pytest.raises(TypeError, match=message):
+            start(*args, order_id=1)
+
+    async with trio_bg.open_task_manager() as tm:
+        misuse(tm)
+        async with tm.open_group("g") as group:
+            misuse(group)
+        assert tm.statistics() == NOTHING
+
+    seen: dict[str, trio_bg.TaskStatistics] = {}
+
+    async def app(scope: Scope, receive: Any, send_message: Any) -> None:
+        tasks = request_tasks(scope)
+        for starter in (tasks, tasks.after_route, tasks.after_response):
+            misuse(starter)
+        seen["request"] = tasks.statistics()
+        await send_message({"type": "http.response.start", "status": 204, "headers": []})
+        await send_message({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def ignore(message: dict[str, object]) -> None:
+        return None
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    await TaskMiddleware(app)(scope, receive, ignore)
+    assert seen["request"] == NOTHING

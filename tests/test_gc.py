@@ -109,7 +109,7 @@ async def test_requests_leave_no_cycles(saved_garbage: list[object]) -> None:
 
 
 def test_tuned_gc_freezes_and_sets_the_threshold_then_restores_both() -> None:
-    from trio_bg._gc import tuned_gc
+    from trio_bg._core._gc import tuned_gc
 
     before = gc.get_threshold()
     assert gc.get_freeze_count() == 0

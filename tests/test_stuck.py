@@ -18,7 +18,7 @@ import trio.testing
 import trio_bg
 from tests.conftest import trio_bg_records
 from trio_bg import TaskState
-from trio_bg._closing import STUCK_AFTER
+from trio_bg._core._closing import STUCK_AFTER
 
 
 async def shields_itself(seconds: float) -> None:

@@ -18,7 +18,7 @@ import trio.testing
 
 import trio_bg
 from trio_bg import TaskState
-from trio_bg._threads import abandoned_threads
+from trio_bg._core._threads import abandoned_threads
 
 
 def blocks(entered: threading.Event, release: threading.Event) -> str:

@@ -320,7 +320,7 @@ def test_check_accounting_fails_when_the_counters_do_not_add_up() -> None:
 async def test_task_recorder_sees_every_manager_request_managers_included(
     task_recorder: TaskRecorder,
 ) -> None:
-    assert task_recorder in trio_bg._instruments.GLOBAL
+    assert task_recorder in trio_bg._core._instruments.GLOBAL
     shop = Shop()
     shop.gate.set()
     async with serve_app(TaskMiddleware(shop)) as served:

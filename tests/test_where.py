@@ -14,7 +14,7 @@ import trio.testing
 import trio_bg
 from tests.conftest import settle
 from trio_bg import Retry, TaskState
-from trio_bg._where import Frame, chain_text, task_coroutines, waiting_for
+from trio_bg._core._where import Frame, chain_text, task_coroutines, waiting_for
 from trio_bg.dashboard._recorder import RECORDER
 from trio_bg.dashboard._schema import Snapshot
 

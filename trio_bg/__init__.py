@@ -7,34 +7,35 @@ This module only re-exports; the code lives in private modules, one concept each
 from __future__ import annotations
 
 from . import _tasklog as _tasklog  # adds the task log (DEBUG lines of every task)
-from ._closing import TaskManagerContext as TaskManagerContext
-from ._exceptions import TaskCancelled as TaskCancelled
-from ._exceptions import TaskRejected as TaskRejected
-from ._group import TaskGroup as TaskGroup
-from ._handle import ErrorHandler as ErrorHandler
-from ._handle import TaskHandle as TaskHandle
-from ._handle_like import TaskHandleLike as TaskHandleLike
-from ._instruments import Instrument as Instrument
-from ._instruments import add_instrument as add_instrument
-from ._instruments import remove_instrument as remove_instrument
-from ._manager import TaskManager as TaskManager
-from ._manager import open_task_manager as open_task_manager
+from ._core._closing import TaskManagerContext as TaskManagerContext
+from ._core._exceptions import TaskCancelled as TaskCancelled
+from ._core._exceptions import TaskRejected as TaskRejected
+from ._core._group import TaskGroup as TaskGroup
+from ._core._handle import ErrorHandler as ErrorHandler
+from ._core._handle import TaskHandle as TaskHandle
+from ._core._handle_like import TaskHandleLike as TaskHandleLike
+from ._core._instruments import Instrument as Instrument
+from ._core._instruments import add_instrument as add_instrument
+from ._core._instruments import remove_instrument as remove_instrument
+from ._core._manager import TaskManager as TaskManager
+from ._core._manager import open_task_manager as open_task_manager
+from ._core._registry import find_task as find_task
+from ._core._registry import set_recent_limit as set_recent_limit
+from ._core._retry import Retry as Retry
+from ._core._starter import TaskStarter as TaskStarter
+from ._core._state import TaskState as TaskState
+from ._core._state import Timing as Timing
+from ._core._statistics import CloseDeadlines as CloseDeadlines
+from ._core._statistics import ShutdownReport as ShutdownReport
+from ._core._statistics import TaskStatistics as TaskStatistics
 from ._public import fixup_module_metadata as _fixup_module_metadata
-from ._registry import find_task as find_task
-from ._registry import set_recent_limit as set_recent_limit
-from ._retry import Retry as Retry
 from ._serve import serve as serve
-from ._starter import TaskStarter as TaskStarter
-from ._state import TaskState as TaskState
-from ._state import Timing as Timing
-from ._statistics import ShutdownReport as ShutdownReport
-from ._statistics import TaskStatistics as TaskStatistics
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 _fixup_module_metadata(__name__, globals())
 
 __all__ = [
+    "CloseDeadlines",
     "ErrorHandler",
     "Instrument",
     "Retry",

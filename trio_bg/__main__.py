@@ -13,7 +13,7 @@ from typing import Any, cast
 import trio
 
 from ._cli import CommandError, configure_logging, import_object, seconds_argument
-from ._log import logger
+from ._core._log import logger
 from ._serve import EXIT_DROPPED, MAX_NAMED, forced_drops, serve
 
 
@@ -137,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "demo":
-            from .asgi._demo import app as demo_app
+            from ._demo import Demo
 
-            app: Callable[..., Awaitable[None]] = demo_app
+            app: Callable[..., Awaitable[None]] = Demo().app
         else:
             app = load_app(args.app)
         return serve_command(app, args.bind or ["127.0.0.1:8000"], args.grace)

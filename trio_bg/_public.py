@@ -8,7 +8,7 @@ from collections.abc import Mapping
 def fixup_module_metadata(module_name: str, namespace: Mapping[str, object]) -> None:
     """Set ``__module__`` to ``module_name`` on every public object of ``namespace`` (and on the
     methods of public classes) that was defined in a private module of this package, so reprs,
-    docs and pickling-free tracebacks say ``trio_bg.TaskHandle``, not ``trio_bg._handle...``.
+    docs and pickling-free tracebacks say ``trio_bg.TaskHandle``, not ``trio_bg._core._handle...``.
     Like trio's own ``fixup_module_metadata``; no hand-kept list to forget a name in.
     """
     seen: set[int] = set()

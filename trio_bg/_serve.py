@@ -16,21 +16,21 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
-from . import _registry
-from ._checks import check_seconds
-from ._closing import STUCK_AFTER, STUCK_INTERVAL
-from ._gc import tuned_gc
-from ._log import logger
+from ._core import _registry
+from ._core._checks import check_seconds
+from ._core._closing import STUCK_AFTER, STUCK_INTERVAL
+from ._core._gc import tuned_gc
+from ._core._log import logger
+from ._core._state import TaskState
+from ._core._threads import abandoned_threads
+from ._core._trio_only import require_trio
+from ._core._where import chain_text, task_coroutines
 from ._shutdown_notice import announce_shutdown, clear_shutdown_notice
-from ._state import TaskState
-from ._threads import abandoned_threads
-from ._trio_only import require_trio
-from ._where import chain_text, task_coroutines
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
 
-    from ._handle import TaskHandle
+    from ._core._handle import TaskHandle
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -245,8 +245,8 @@ def _unshielded_tasks() -> tuple[TaskHandle[Any], ...]:
     return tuple(
         handle
         for manager in tuple(_registry.open_managers)
-        for handle in tuple(manager._active.values())
-        if not handle._shield
+        for handle in manager.active_tasks
+        if not handle.shielded
     )
 
 
@@ -286,9 +286,9 @@ def _still_running() -> str:
     phrases: list[str] = []
     for manager in tuple(_registry.open_managers):
         coros = task_coroutines(manager)
-        for handle in tuple(manager._active.values()):
-            phrase = f"{handle._name!r} ({handle.id}, manager {manager._name!r})"
-            coro = coros.get(handle._n)
+        for handle in manager.active_tasks:
+            phrase = f"{handle.name!r} ({handle.id}, manager {manager.name!r})"
+            coro = coros.get(handle.number)
             where = "" if coro is None else chain_text(coro)
             phrases.append(f"{phrase} waiting in {where}" if where else phrase)
     if not phrases:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._instruments import DEBUG_INSTRUMENTS, Instrument
-from ._log import logger
+from ._core._instruments import DEBUG_INSTRUMENTS, Instrument
+from ._core._log import logger
 
 if TYPE_CHECKING:
-    from ._handle import TaskHandle
+    from ._core._handle import TaskHandle
 
 
 def _fields(handle: TaskHandle[Any]) -> dict[str, object]:
-    manager = handle._manager
+    manager = handle.manager
     return {
         "task_id": handle.id,
-        "task_name": handle._name,
-        "task_manager": None if manager is None else manager._name,
-        "task_state": handle._state.value,
+        "task_name": handle.name,
+        "task_manager": None if manager is None else manager.name,
+        "task_state": handle.state.value,
     }
 
 
@@ -36,19 +36,22 @@ class TaskLog(Instrument):
     def task_created(self, handle: TaskHandle[Any]) -> None:
         fields = _fields(handle)
         logger.debug(
-            "task %r (%s) created in %r", handle._name, fields["task_id"],
+            "task %r (%s) created in %r", handle.name, fields["task_id"],
             fields["task_manager"], extra=fields,
         )  # fmt: skip
 
     def task_started(self, handle: TaskHandle[Any]) -> None:
-        logger.debug("task %r (%s) started", handle._name, handle.id, extra=_fields(handle))
+        logger.debug("task %r (%s) started", handle.name, handle.id, extra=_fields(handle))
 
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         fields = _fields(handle)
-        began: float = getattr(handle, "_started", handle._created)
-        duration = fields["task_duration"] = handle._finished - began
+        finished = handle.finished_time
+        assert finished is not None  # task_finished comes after the terminal state is set
+        started = handle.started_time
+        began = handle.created_time if started is None else started
+        duration = fields["task_duration"] = finished - began
         logger.debug(
-            "task %r (%s) %s after %.3f s", handle._name, fields["task_id"],
+            "task %r (%s) %s after %.3f s", handle.name, fields["task_id"],
             fields["task_state"], duration, extra=fields,
         )  # fmt: skip
 

@@ -40,16 +40,16 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ._checks import check_count
-from ._instruments import Instrument
-from ._state import TaskState
+from ._core._checks import check_count
+from ._core._instruments import Instrument
+from ._core._manager import TaskManager
+from ._core._state import TaskState
 from .asgi._request import RequestTaskManager
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-    from ._handle import TaskHandle
-    from ._manager import TaskManager
+    from ._core._handle import TaskHandle
 
 __all__ = ["PrometheusInstrument", "scrape_registry"]
 
@@ -263,14 +263,14 @@ class PrometheusInstrument(Instrument):
 
     def task_created(self, handle: TaskHandle[Any]) -> None:
         manager = handle.manager
-        assert manager is not None  # an active task's manager
+        assert isinstance(manager, TaskManager)  # an active task's manager
         series = self._series_for(manager, handle.name)
-        self._tasks[handle._n] = _Track(series, trio.current_time())
+        self._tasks[handle.number] = _Track(series, trio.current_time())
         series.started.inc()
         series.pending.inc()
 
     def task_started(self, handle: TaskHandle[Any]) -> None:
-        track = self._tasks.get(handle._n)
+        track = self._tasks.get(handle.number)
         if track is None:
             return  # created before this instrument was installed
         track.started = trio.current_time()
@@ -278,12 +278,12 @@ class PrometheusInstrument(Instrument):
         track.series.running.inc()
 
     def task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
-        track = self._tasks.get(handle._n)
+        track = self._tasks.get(handle.number)
         if track is not None:
             track.series.retries.inc()
 
     def task_finished(self, handle: TaskHandle[Any]) -> None:
-        track = self._tasks.pop(handle._n, None)
+        track = self._tasks.pop(handle.number, None)
         if track is None:
             return
         series = track.series

@@ -11,6 +11,7 @@ from ._lookup import app_tasks as app_tasks
 from ._lookup import request_tasks as request_tasks
 from ._middleware import TaskMiddleware as TaskMiddleware
 from ._request import DeferredStarter as DeferredStarter
+from ._request import RequestInfo as RequestInfo
 from ._request import RequestTaskManager as RequestTaskManager
 from ._route import RouteTask as RouteTask
 from ._route import route_task as route_task
@@ -25,6 +26,7 @@ __all__ = [
     "APP_TASKS_KEY",
     "REQUEST_TASKS_KEY",
     "DeferredStarter",
+    "RequestInfo",
     "RequestTaskManager",
     "RouteTask",
     "TaskMiddleware",

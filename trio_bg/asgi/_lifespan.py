@@ -7,7 +7,7 @@ from typing import final
 
 import trio
 
-from .._log import logger
+from .._core._log import logger
 from ._types import Message, Scope, WrappedApp
 
 

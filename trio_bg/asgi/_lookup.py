@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from .._manager import TaskManager
+from .._core._manager import TaskManager
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY
 

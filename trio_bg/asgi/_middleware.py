@@ -7,6 +7,9 @@ for the timing points, and starts the deferred tasks when their point comes.
 
 from __future__ import annotations
 
+# With _request.py, the one place outside trio_bg/_core that works the core's internals (a
+# request manager's opening, its timing points and the response status it is told).
+# pyright: reportPrivateUsage=false
 import math
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,15 +17,15 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from .._checks import check_cap, check_count, check_handler, check_seconds
-from .._closing import TaskManagerContext
-from .._handle import ErrorHandler
-from .._instruments import Instrument
-from .._log import logger
-from .._manager import TaskManager, check_instruments
+from .._core._checks import check_cap, check_count, check_handler, check_name, check_seconds
+from .._core._closing import TaskManagerContext
+from .._core._handle import ErrorHandler
+from .._core._instruments import Instrument
+from .._core._log import logger
+from .._core._manager import TaskManager, check_instruments
+from .._core._state import Timing
+from .._core._trio_only import not_trio
 from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
-from .._state import Timing
-from .._trio_only import not_trio
 from ._lifespan import InnerLifespan
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
@@ -131,11 +134,7 @@ class TaskMiddleware:
         self._on_error = on_error
         self._max_running = check_cap("max_running", max_running, 1)
         self._max_pending = check_cap("max_pending", max_pending, 0)
-        if type(name) is not str:
-            raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("task manager name must be a non-empty string")
-        self._name = name
+        self._name = check_name("task manager name", name)
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
         self._app_manager: TaskManager | None = None
@@ -299,7 +298,7 @@ class _ResponseWatch:
     async def send_error(self) -> None:
         """Send a plain 500 for a handler that raised before starting its response."""
         self.started = True
-        self._manager._status = 500
+        self._manager._error_sent()
         try:
             await self._send(_ERROR_START)
             await self._send({"type": "http.response.body", "body": _ERROR_BODY})

@@ -23,18 +23,23 @@ framework that exposes no route, the name is the method alone (``"GET"``).
 
 from __future__ import annotations
 
+# The request's timing points hold and release the core manager's tasks: this module and
+# _middleware.py are the one place outside trio_bg/_core that works the core's internals (the
+# held gate, handle timing), by design; everything else outside the core reads public views.
+# pyright: reportPrivateUsage=false
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, final
 
-from .._handle import ErrorHandler, TaskHandle
-from .._instruments import InstrumentSet
-from .._log import logger
-from .._manager import TaskManager
-from .._options import TaskOptions
-from .._starter import TaskStarter
-from .._state import Timing
+from .._core._handle import ErrorHandler, TaskHandle
+from .._core._instruments import InstrumentSet
+from .._core._log import logger
+from .._core._manager import TaskManager
+from .._core._options import TaskOptions
+from .._core._starter import TaskStarter
+from .._core._state import Timing
 from ._types import Scope
 
 _IMMEDIATE = Timing.IMMEDIATE
@@ -42,6 +47,22 @@ _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
 _FAILED = 4  # in _fired: the response started with a 5xx status
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a request manager shows of its request (:attr:`RequestTaskManager.request_info`)."""
+
+    method: str
+    """The HTTP method (``"HTTP"`` if the scope had none)."""
+    route: str | None
+    """The route template, once the framework has routed the request (Starlette's
+    ``scope["route"].path``); never the raw path, which can hold personal data."""
+    status: int | None
+    """The response status, once the response has started."""
+    opened_time: float
+    """When the request's call began, in seconds since the epoch (``time.time()``)."""
 
 
 @final
@@ -108,6 +129,10 @@ class RequestTaskManager(TaskManager):
         if last:
             self._request_scope = None
 
+    def _error_sent(self) -> None:
+        """The middleware sent a plain 500 for a handler that raised before its response."""
+        self._status = 500
+
     def _response_started(self, status: Any) -> None:
         """The app sent ``http.response.start`` with ``status``: note it, name the manager and
         fire ``after_route``. A 5xx status marks the request failed first, so that from now on
@@ -117,6 +142,18 @@ class RequestTaskManager(TaskManager):
             self._fired |= _FAILED
         self._name_from_route()
         self._fire(_AFTER_ROUTE)
+
+    @property
+    def request_info(self) -> RequestInfo:
+        """The request's method, route, status and start, for dashboards and instruments.
+        Reading it changes nothing (the route is looked up, not recorded)."""
+        route = self._route
+        scope = self._request_scope
+        if route is None and scope is not None:
+            path = getattr(scope.get("route"), "path", None)
+            if type(path) is str and path:
+                route = path
+        return RequestInfo(self._method, route, self._status, self._opened)
 
     @property
     def after_route(self) -> DeferredStarter:

@@ -9,8 +9,8 @@ from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack, cast, final, ove
 
 import trio
 
-from .._callables import callable_name, reject_non_function
-from .._state import Timing
+from .._core._callables import callable_name, reject_non_function
+from .._core._state import Timing
 from ._lookup import request_tasks
 from ._types import ASGIApp, Receive, Scope, Send
 

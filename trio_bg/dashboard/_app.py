@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, final
 
-from .. import _registry
-from .._log import logger
-from .._trio_only import not_trio, require_trio
+from .._core import _registry
+from .._core._log import logger
+from .._core._trio_only import not_trio, require_trio
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
 from ._durable import DurableSection, check_queues

@@ -26,7 +26,7 @@ from typing import final
 
 import trio
 
-from .. import _registry
+from .._core import _registry
 from .._shutdown_notice import ShutdownNotice, shutdown_notice, wait_for_shutdown_notice
 from ..asgi._types import Receive, Send
 from ._headers import response_headers
@@ -48,7 +48,7 @@ HEADERS = response_headers(
 
 
 def _anything_active() -> bool:
-    return any(m._active for m in _registry.open_managers)
+    return any(m.active_count for m in _registry.open_managers)
 
 
 async def stream(

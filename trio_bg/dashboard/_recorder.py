@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from .._instruments import Instrument, add_instrument, remove_instrument
+from .._core._instruments import Instrument, add_instrument, remove_instrument
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
-    from .._manager import TaskManager
+    from .._core._handle import TaskHandle
+    from .._core._manager import TaskManager
 
 KEEP_TASKS = 2000
 """How many tasks' retry timelines and argument reprs are kept (the newest)."""
@@ -162,7 +162,7 @@ class Recorder(Instrument):
     def task_created(self, handle: TaskHandle[Any]) -> None:
         self._count(1)
         if self._show_args:
-            _keep(self._args, handle._n, _call_repr(handle))
+            _keep(self._args, handle.number, _call_repr(handle))
         self._changed()
 
     def task_started(self, handle: TaskHandle[Any]) -> None:
@@ -176,15 +176,15 @@ class Recorder(Instrument):
             message=short_str(exc),
             delay=delay,
         )
-        timeline = self._retries.get(handle._n)
+        timeline = self._retries.get(handle.number)
         if timeline is None:
-            _keep(self._retries, handle._n, [retry])
+            _keep(self._retries, handle.number, [retry])
         else:
             timeline.append(retry)
         self._changed()
 
     def task_finished(self, handle: TaskHandle[Any]) -> None:
-        state = handle._state.value
+        state = handle.state.value
         self._count(2 if state == "succeeded" else 3 if state == "failed" else 4)
         self._changed()
 
@@ -219,8 +219,10 @@ def _keep(table: OrderedDict[int, Any], n: int, value: Any) -> None:
 
 def _call_repr(handle: TaskHandle[Any]) -> str:
     """``(arg, ...; key=value, ...)`` of a task's call, cut to :data:`REPR_LIMIT` characters."""
-    fn = handle._fn
-    args: tuple[Any, ...] = handle._args or ()
+    # The call's function and arguments are no public attribute of a handle (they are dropped
+    # when the task starts): the dashboard's opt-in show_args reads them here, at creation.
+    fn = handle._fn  # pyright: ignore[reportPrivateUsage]
+    args: tuple[Any, ...] = handle._args or ()  # pyright: ignore[reportPrivateUsage]
     keywords: dict[str, Any] = {}
     while isinstance(fn, functools.partial):  # add_task(fn, *args, **kwargs) and partials
         args = (*fn.args, *args)

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from .. import _registry
-from .._state import TaskState
-from .._where import await_chain, task_coroutines, waiting_at, waiting_for
+from .._core import _registry
+from .._core._manager import TaskManager
+from .._core._state import TaskState
+from .._core._where import await_chain, task_coroutines, waiting_at, waiting_for
 from ..asgi._request import RequestTaskManager
 from ._recorder import Recorder, short_repr, short_str
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
-    from .._manager import TaskManager
+    from .._core._handle import TaskHandle
 
 SCHEMA = 1
 """The version of the JSON layout."""
@@ -70,21 +70,21 @@ class Snapshot:
     ) -> Json:
         """The JSON of one task. ``coro``: its running coroutine (for ``where``); ``closing``:
         its manager's closing deadlines (for ``cancel_in`` and ``cap_in``)."""
-        created: float = handle._created
+        created: float = handle.created_time
         started: float | None = getattr(handle, "_started", None)
         finished: float | None = getattr(handle, "_finished", None)
-        state = handle._state
+        state = handle.state
         end = self.now if finished is None else finished
-        manager = handle._manager
+        manager = handle.manager
         data: Json = {
             "id": handle.id,
-            "name": handle._name,
+            "name": handle.name,
             "state": state.value,
-            "manager": None if manager is None else manager._name,
+            "manager": None if manager is None else manager.name,
             "group": handle.group,
             "key": handle.key,
-            "timing": handle._timing.value,
-            "shielded": handle._shield,
+            "timing": handle.timing.value,
+            "shielded": handle.shielded,
             "created_at": _iso(created),
             "started_at": _iso(started),
             "finished_at": _iso(finished),
@@ -100,7 +100,7 @@ class Snapshot:
                     "message": r.message,
                     "delay": _round(r.delay),
                 }
-                for r in self.recorder.retries(handle._n)
+                for r in self.recorder.retries(handle.number)
             ],
             "cancel_in": None,
             "cap_in": None,
@@ -114,7 +114,7 @@ class Snapshot:
             error = result.error
             data["error"] = {"type": type(error).__name__, "message": short_str(error)}
         if closing is not None and not state.done:
-            if handle._shield:
+            if handle.shielded:
                 data["cap_in"] = _round(closing["_cap"] - self.trio_now)
             else:
                 data["cancel_in"] = _round(closing["_grace"] - self.trio_now)
@@ -127,7 +127,7 @@ class Snapshot:
                 data["where"] = {"function": at.function, "file": at.file, "line": at.line}
             data["stack"] = [f"{f.function} ({f.file}:{f.line})" for f in frames]
         if self.show_args:
-            data["args"] = self.recorder.args(handle._n)
+            data["args"] = self.recorder.args(handle.number)
             data["result"] = short_repr(result.value) if isinstance(result, outcome.Value) else None
         return data
 
@@ -139,18 +139,10 @@ class Snapshot:
         ``_grace``: when its unshielded tasks are cancelled (infinite for a request manager, which
         waits until the server cancels it); ``_cap``: when its shielded tasks are cancelled.
         """
-        if not manager._closed:
+        deadlines = manager.close_deadlines()
+        if deadlines is None:
             return None
-        if manager._grace == math.inf and not math.isfinite(manager._shield_deadline):
-            # A request whose handler has returned waits for its tasks without limit: nothing
-            # is going to cancel them until the server cancels the request.
-            return None
-        began = manager._close_started
-        if math.isfinite(manager._shield_deadline):  # the grace period is over
-            grace, cap = self.trio_now, manager._shield_deadline
-        else:
-            grace = began + manager._grace
-            cap = began + manager._shield_timeout if math.isfinite(grace) else math.inf
+        began, grace, cap = deadlines.started, deadlines.grace, deadlines.cap
         return {
             "since": _round(self.trio_now - began),
             "grace_left": _round(max(0.0, grace - self.trio_now)),
@@ -162,16 +154,16 @@ class Snapshot:
     def manager(self, manager: TaskManager) -> Json:
         """The JSON of one open manager, with its tasks."""
         closing = self.closing(manager)
-        listed = list(itertools.islice(manager._active.values(), MAX_ACTIVE))
-        coros = task_coroutines(manager) if any(h._state is _RUNNING for h in listed) else {}
+        listed = list(itertools.islice(manager.active_tasks, MAX_ACTIVE))
+        coros = task_coroutines(manager) if any(h.state is _RUNNING for h in listed) else {}
         stats = manager.statistics()
         data: Json = {
-            "name": manager._name,
+            "name": manager.name,
             "kind": "request" if isinstance(manager, RequestTaskManager) else "manager",
-            "closed": manager._closed,
+            "closed": manager.closed,
             "statistics": {field: getattr(stats, field) for field in stats.__slots__},
-            "active": [self.task(h, coro=coros.get(h._n), closing=closing) for h in listed],
-            "active_more": max(0, len(manager._active) - MAX_ACTIVE),
+            "active": [self.task(h, coro=coros.get(h.number), closing=closing) for h in listed],
+            "active_more": max(0, manager.active_count - MAX_ACTIVE),
             "recent": [
                 self.task(h) for h in itertools.islice(reversed(manager.recent), MAX_RECENT)
             ],
@@ -179,14 +171,15 @@ class Snapshot:
             "closing": None,
         }
         if isinstance(manager, RequestTaskManager):
-            manager._name_from_route()
-            data["name"] = manager._name
+            info = manager.request_info
+            if info.route is not None:
+                data["name"] = f"{info.method} {info.route}"
             data["request"] = {
-                "method": manager._method,
-                "route": manager._route,
-                "status": manager._status,
-                "opened_at": _iso(manager._opened),
-                "age": _round(self.now - manager._opened),
+                "method": info.method,
+                "route": info.route,
+                "status": info.status,
+                "opened_at": _iso(info.opened_time),
+                "age": _round(self.now - info.opened_time),
             }
         if closing is not None:
             data["closing"] = {k: v for k, v in closing.items() if not k.startswith("_")}
@@ -209,12 +202,13 @@ class Snapshot:
         durable queues' entries (read beforehand: nothing here awaits)."""
         managers = list(_registry.open_managers)
         requests = sorted(
-            (m for m in managers if isinstance(m, RequestTaskManager)), key=lambda m: m._opened
+            (m for m in managers if isinstance(m, RequestTaskManager)),
+            key=lambda m: m.request_info.opened_time,
         )
         others = sorted(
-            (m for m in managers if not isinstance(m, RequestTaskManager)), key=lambda m: m._name
+            (m for m in managers if not isinstance(m, RequestTaskManager)), key=lambda m: m.name
         )
-        with_tasks = [m for m in requests if m._active][:MAX_REQUESTS]
+        with_tasks = [m for m in requests if m.active_count][:MAX_REQUESTS]
         listed = [self.manager(m) for m in (*others, *with_tasks)]
         totals = {
             field: 0
@@ -255,10 +249,12 @@ class Snapshot:
 
     def one(self, handle: TaskHandle[Any]) -> Json:
         """The JSON of ``GET /api/tasks/{id}``: the task with its where-waiting and deadlines."""
-        manager = handle._manager
+        manager = handle.manager
         coro = closing = None
-        if manager is not None and handle._state is _RUNNING:
-            coro = task_coroutines(manager).get(handle._n)
+        if not isinstance(manager, TaskManager):  # None once the task is done
+            manager = None
+        if manager is not None and handle.state is _RUNNING:
+            coro = task_coroutines(manager).get(handle.number)
         if manager is not None:
             closing = self.closing(manager)
         return self.task(handle, coro=coro, closing=closing)

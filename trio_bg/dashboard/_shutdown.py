@@ -16,12 +16,12 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .. import _registry
+from .._core import _registry
 from ..asgi._request import RequestTaskManager
 from ._schema import MAX_ACTIVE, MAX_REQUESTS, Json, Snapshot
 
 if TYPE_CHECKING:
-    from .._manager import TaskManager
+    from .._core._manager import TaskManager
     from .._shutdown_notice import ShutdownNotice
 
 
@@ -47,12 +47,12 @@ def farewell(notice: ShutdownNotice, snapshot: Snapshot, queues: list[Json]) -> 
     close_in = 0.0 if notice.reason == "lifespan.shutdown" else requests_left
     managers = list(_registry.open_managers)
     requests = sorted(
-        (m for m in managers if isinstance(m, RequestTaskManager) and m._active),
-        key=lambda m: m._opened,
+        (m for m in managers if isinstance(m, RequestTaskManager) and m.active_count),
+        key=lambda m: m.request_info.opened_time,
     )
     others = sorted(
-        (m for m in managers if not isinstance(m, RequestTaskManager) and m._active),
-        key=lambda m: m._name,
+        (m for m in managers if not isinstance(m, RequestTaskManager) and m.active_count),
+        key=lambda m: m.name,
     )
     entries = [
         _forecast(m, snapshot, requests_left, close_in) for m in (*others, *requests[:MAX_REQUESTS])
@@ -76,23 +76,26 @@ def _forecast(
         cap_in: float | None = closing["cap_left"]
     elif isinstance(manager, RequestTaskManager):  # until the server cancels the request
         cancel_in = requests_left
-        cap_in = _plus(requests_left, manager._shield_timeout)
+        cap_in = _plus(requests_left, manager.shield_timeout)
     else:
-        cancel_in = _plus(close_in, manager._grace)
-        cap_in = _plus(close_in, manager._shield_timeout)
-    listed = list(itertools.islice(manager._active.values(), MAX_ACTIVE))
+        cancel_in = _plus(close_in, manager.grace_period)
+        cap_in = _plus(close_in, manager.shield_timeout)
+    listed = list(itertools.islice(manager.active_tasks, MAX_ACTIVE))
+    name = manager.name
     if isinstance(manager, RequestTaskManager):
-        manager._name_from_route()
+        info = manager.request_info  # read only: the manager is not renamed by being shown
+        if info.route is not None:
+            name = f"{info.method} {info.route}"
     return {
-        "manager": manager._name,
+        "manager": name,
         "kind": "request" if isinstance(manager, RequestTaskManager) else "manager",
         "grace_left": _seconds(cancel_in),
         "will_cancel": [
-            {"id": h.id, "name": h._name, "in": _seconds(cancel_in)}
+            {"id": h.id, "name": h.name, "in": _seconds(cancel_in)}
             for h in listed
-            if not h._shield
+            if not h.shielded
         ],
         "shielded": [
-            {"id": h.id, "name": h._name, "cap_in": _seconds(cap_in)} for h in listed if h._shield
+            {"id": h.id, "name": h.name, "cap_in": _seconds(cap_in)} for h in listed if h.shielded
         ],
     }

@@ -6,6 +6,10 @@ until an app passes queues.
 
 from __future__ import annotations
 
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
 import logging
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -17,7 +21,7 @@ from ._exceptions import QueueUnavailable
 from ._queue import DurableQueue
 
 if TYPE_CHECKING:
-    from .._manager import TaskManager
+    from .._core._manager import TaskManager
 
 logger = logging.getLogger("trio_bg.durable")
 

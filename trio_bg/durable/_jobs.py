@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .._retry import Retry
+from streaq import StreaqRetry
+
+from .._core._retry import Retry
 from ._serialization import check_result
 
 if TYPE_CHECKING:
@@ -51,7 +53,6 @@ class JobSpec:
         - a return value JSON cannot carry becomes a TypeError (a failed result), instead of
           an error while storing it, which would crash the worker and leave a poison message.
         """
-        from streaq import StreaqRetry
 
         fn, name, retry = self.fn, self.name, self.retry
         attempts = retry.attempts if retry is not None else 1

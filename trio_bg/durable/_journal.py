@@ -16,6 +16,10 @@ plus trio's clock since (so trio's ``autojump_clock`` moves it in tests).
 
 from __future__ import annotations
 
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
 import logging
 import os
 import time
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from .._state import TaskState
+from .._core._state import TaskState
 from . import _journal_sql as sql
 from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta

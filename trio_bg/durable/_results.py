@@ -21,6 +21,9 @@ a delayed job is also taken off the delayed queue and its data deleted).
 
 from __future__ import annotations
 
+# The durable package's internals (_queue, _handle, _results) are being redesigned around a
+# journal; until then they share private state, as they did before the core moved.
+# pyright: reportPrivateUsage=false
 import logging
 import math
 import weakref
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from .._state import TaskState
+from .._core._state import TaskState
 from ._connection import is_connection_failure
 
 if TYPE_CHECKING:

@@ -13,6 +13,10 @@ backing off) ``run_worker``'s own receiver takes them and returns at once.
 
 from __future__ import annotations
 
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves; their layering is the journal's to settle. Outside the core, only here and in the
+# ASGI timing points is private state read.
+# pyright: reportPrivateUsage=false
 import logging
 import os
 import signal
@@ -23,8 +27,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._checks import check_count, check_seconds
-from .._trio_only import require_trio
+from .._core._checks import check_count, check_seconds
+from .._core._trio_only import require_trio
+from ._connection import first_failure, is_connection_failure
 
 if TYPE_CHECKING:
     from ._queue import DurableQueue
@@ -62,7 +67,6 @@ async def run_worker(
     if queue.is_journal:
         await _run_journal_worker(queue, concurrency, grace, task_status)
         return
-    from ._connection import first_failure, is_connection_failure
 
     prefix = f"{socket.gethostname()}-{os.getpid()}"
     backoff = 0.1

@@ -13,7 +13,7 @@ from typing import Any, final
 
 import trio
 
-from .._manager import TaskManager
+from .._core._manager import TaskManager
 from ..asgi._types import APP_TASKS_KEY, Receive, Scope, Send, WrappedApp
 
 

@@ -12,10 +12,10 @@ from typing import Any, TypeVar, final
 
 import pytest
 
-from .._handle import TaskHandle
-from .._instruments import Instrument, add_instrument, remove_instrument
-from .._manager import TaskManager, open_task_manager
-from .._statistics import TaskStatistics
+from .._core._handle import TaskHandle
+from .._core._instruments import Instrument, add_instrument, remove_instrument
+from .._core._manager import TaskManager, open_task_manager
+from .._core._statistics import TaskStatistics
 
 F = TypeVar("F", bound=Callable[..., Any])
 

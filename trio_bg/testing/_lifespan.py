@@ -15,8 +15,8 @@ from typing import Any, final
 
 import trio
 
-from .._log import logger
-from .._trio_only import require_trio
+from .._core._log import logger
+from .._core._trio_only import require_trio
 from ..asgi._types import Message, WrappedApp
 from ._activity import AppActivity
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, cast, final
 
 import trio
 
-from .._checks import check_seconds
-from .._manager import TaskManager
-from .._trio_only import require_trio
+from .._core._checks import check_seconds
+from .._core._manager import TaskManager
+from .._core._trio_only import require_trio
 from ..asgi._types import WrappedApp
 from ._activity import AppActivity
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, final, overload
 import outcome
 import trio
 
+from ._checks import check_name
 from ._exceptions import TaskCancelled
 from ._starter import TaskStarter
 
@@ -48,10 +49,7 @@ class TaskGroup(TaskStarter):
 
     @classmethod
     def _create(cls, manager: TaskManager, name: str) -> TaskGroup:
-        if type(name) is not str:
-            raise TypeError(f"group name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("group name must be a non-empty string")
+        check_name("group name", name)
         self = object.__new__(cls)
         self._manager = manager
         self._name = name

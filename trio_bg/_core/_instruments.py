@@ -149,7 +149,7 @@ def hooks_for(own: InstrumentSet | None) -> Hooks:
     for name in HOOK_NAMES:
         base: object = getattr(Instrument, name)
         # Bound methods, made once per manager: a call is then one call, not a getattr first
-        # (a no-op instrument overriding every hook: ~1,900 instructions per task fewer).
+        # (docs/performance.md).
         overriding = tuple(getattr(i, name) for i in instruments if _hook_of(i, name) is not base)
         if overriding:
             table[name] = overriding

@@ -20,8 +20,7 @@ class TaskOptions:
     task that starts later than its start call).
 
     A start with none of them passes ``None`` instead of an object: that is most tasks, and it
-    keeps their handle small and their path free of these checks (P1 2.34 -> 2.24 s when the
-    options first moved out of the handle; docs/performance.md).
+    keeps their handle small and their path free of these checks (docs/performance.md).
     """
 
     __slots__ = ("always", "context", "group", "key", "on_error", "retry", "timeout")

@@ -49,8 +49,8 @@ async def run_task(manager: TaskManager, handle: TaskHandle[Any]) -> None:
     handle._fn = handle._args = None
     scope = handle._scope
     if scope is None:
-        # A plain task's scope is made here, at its first step, not at launch: 100,000 tasks
-        # waiting in trio's run queue hold no scope (collector time 0.59 -> 0.45 s in P1).
+        # A plain task's scope is made here, at its first step, not at launch: tasks waiting
+        # in trio's run queue hold no scope (less for the collector; docs/performance.md).
         scope = handle._scope = trio.CancelScope()
         ran = True
     else:  # cancelled before its first step, or a shielded task past the shield cap

@@ -1,12 +1,12 @@
 """Where a running task is waiting: the innermost frame of its coroutine's ``await`` chain.
 
-Nothing is recorded on the task path for this. A manager's nursery holds one trio task per
-RUNNING handle, whose coroutine is ``trio_bg._runner.run_task(manager, handle)``: the handle is
-read from that coroutine's frame locals, and the chain of ``cr_await`` (``gi_yieldfrom`` for
-generator-based awaitables, ``ag_await`` for async generators) leads from it to the frame that is
-suspended now. The answer is the innermost frame outside trio and trio_bg's core: the line of
-the user's code that awaits (``trio.sleep``, a socket read, a lock). Whoever asks pays for it (the
-dashboard, the log of a close or of ``serve`` that names stuck tasks), never the task.
+Nothing is recorded on the task path for this. A manager's nursery holds one trio task per RUNNING
+handle, whose coroutine is ``trio_bg._core._runner.run_task(manager, handle)``: the handle is read
+from that coroutine's frame locals, and the chain of ``cr_await`` (``gi_yieldfrom`` for generator-
+based awaitables, ``ag_await`` for async generators) leads from it to the frame that is suspended
+now. The answer is the innermost frame outside trio and trio_bg's core: the line of the user's code
+that awaits (``trio.sleep``, a socket read, a lock). Whoever asks pays for it (the dashboard, the
+log of a close or of ``serve`` that names stuck tasks), never the task.
 """
 
 from __future__ import annotations

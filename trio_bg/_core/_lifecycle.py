@@ -10,8 +10,8 @@ counters and calls the instruments, in that order:
 - :meth:`TaskLifecycle._task_rejected`: a refused start (no handle exists).
 
 The counters move only here, so ``started == pending + running + succeeded + failed + cancelled``
-holds after every method. The manager (:mod:`trio_bg._manager`) decides *when* a transition
-happens; the runner (:mod:`trio_bg._runner`) drives a RUNNING task to its end.
+holds after every method. The manager (:mod:`trio_bg._core._manager`) decides *when* a transition
+happens; the runner (:mod:`trio_bg._core._runner`) drives a RUNNING task to its end.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ class TaskLifecycle:
     """
 
     # Slots, not an instance dict with class-level defaults: every attribute read on the task
-    # path is a slot read the interpreter specialises (P1: ~800 instructions per task fewer,
-    # counted with callgrind).
+    # path is a slot read the interpreter specialises.
     __slots__ = (
         "_active",
         "_cancelled",
@@ -143,8 +142,7 @@ class TaskLifecycle:
         hooks = self._hooks
         if running and not hooks:
             # Straight to RUNNING: with no instrument to see it, the PENDING step is only two
-            # counter updates that cancel out (P1, with the inline spawn in _spawn: ~1,600
-            # instructions per task fewer, callgrind).
+            # counter updates that cancel out.
             handle._state = _RUNNING
             self._running += 1
             return
@@ -186,20 +184,7 @@ class TaskLifecycle:
         if handle._state is _RUNNING:
             self._running -= 1
         else:
-            self._pending -= 1
-            if getattr(handle, "_in_queue", False):
-                handle._in_queue = False
-                self._queued -= 1
-                queue = self._queue
-                if queue is not None and len(queue) > 2 * self._queued + 64:
-                    # Cancelled entries are skipped when their turn comes; once they outnumber
-                    # the live ones, drop them, so a cancelled queued handle is not kept alive
-                    # by the queue (amortised O(1) per cancel).
-                    self._queue = deque(h for h in queue if h._in_queue)
-            held = self._held
-            if held is not None:
-                held.pop(handle._n, None)
-            handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
+            self._pending_finished(handle)
         handle._state = state
         handle._finished = _now()
         handle._scope = None
@@ -230,7 +215,7 @@ class TaskLifecycle:
             recent.append(handle)  # handed to the process-wide history when the manager closes
         else:
             # Kept once, not twice: a handle held by a second, longer history survives more
-            # young collections and is promoted (P1 with both: 37.8 against 33.1 us per task).
+            # young collections and is promoted.
             _registry.finished.append(handle)
         event = handle._event
         if event is not None:
@@ -243,6 +228,24 @@ class TaskLifecycle:
         if not self._active and self._idle is not None:
             self._idle.set()
             self._idle = None
+
+    def _pending_finished(self, handle: TaskHandle[Any]) -> None:
+        """The part of :meth:`_task_finished` for a task that ends PENDING (cancelled before it
+        ran): out of the queue or the held gate, and its function let go."""
+        self._pending -= 1
+        if getattr(handle, "_in_queue", False):
+            handle._in_queue = False
+            self._queued -= 1
+            queue = self._queue
+            if queue is not None and len(queue) > 2 * self._queued + 64:
+                # Cancelled entries are skipped when their turn comes; once they outnumber the
+                # live ones, drop them, so a cancelled queued handle is not kept alive by the
+                # queue (amortised O(1) per cancel).
+                self._queue = deque(h for h in queue if h._in_queue)
+        held = self._held
+        if held is not None:
+            held.pop(handle._n, None)
+        handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
 
     def _task_rejected(self, name: str, reason: str, message: str) -> TaskRejected:
         """Count a refused start and return the exception for the caller to raise."""

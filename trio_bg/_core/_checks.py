@@ -32,6 +32,16 @@ def check_count(what: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_name(what: str, value: object) -> str:
+    """A non-empty str (a task's, group's or manager's name): a wrong kind is a TypeError, an
+    empty str a ValueError."""
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    return value
+
+
 def check_optional_str(what: str, value: object) -> None:
     """None, or a non-empty str: a wrong kind is a TypeError, an empty str a ValueError."""
     if value is None:

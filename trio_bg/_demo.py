@@ -25,16 +25,15 @@ from typing import Any
 import outcome
 import trio
 
-from .._handle import TaskHandle
-from .._instruments import Instrument
-from .._manager import TaskManager
-from .._registry import find_task
-from .._retry import Retry
-from ..dashboard import Dashboard
-from ..durable import DurableQueue
-from ._lookup import app_tasks, request_tasks
-from ._middleware import TaskMiddleware
-from ._types import Message, Receive, Scope, Send
+from ._core._handle import TaskHandle
+from ._core._instruments import Instrument
+from ._core._manager import TaskManager
+from ._core._registry import find_task
+from ._core._retry import Retry
+from .asgi import TaskMiddleware, app_tasks, request_tasks
+from .asgi._types import Message, Receive, Scope, Send
+from .dashboard import Dashboard
+from .durable import DurableQueue
 
 logger = logging.getLogger("trio_bg.demo")
 _order_ids = itertools.count(1)
@@ -42,20 +41,6 @@ _photo_ids = itertools.count(1)
 failures: list[str] = []
 orders_placed: list[int] = []
 """The ids of the orders placed so far (the report counts them; it takes no id)."""
-
-instruments: tuple[Instrument, ...] = ()
-"""The demo's metrics for ``/dashboard/metrics``, when the metrics extra is installed (in a
-registry of the demo's own, so that importing the demo claims no name in the default one)."""
-registry: object = None
-try:
-    from prometheus_client import CollectorRegistry
-
-    from ..metrics import PrometheusInstrument
-except ImportError:  # pragma: no cover - installed without trio-bg[metrics]
-    pass
-else:
-    registry = CollectorRegistry()
-    instruments = (PrometheusInstrument(registry=registry),)
 
 shipping = DurableQueue(
     "sqlite:///" + os.environ.get("TRIO_BG_DEMO_JOURNAL", "trio_bg_demo.db"), name="shipping"
@@ -67,10 +52,6 @@ shipping = DurableQueue(
 async def ship_order(order_id: int) -> str:
     await trio.sleep(5)  # a slow carrier: kill -9 the demo now, start it again; it still ships
     return f"order {order_id} shipped"
-
-
-dashboard = Dashboard(local_only=True, registry=registry, queues=[shipping])
-"""The live dashboard, mounted at ``/dashboard/``; loopback clients only."""
 
 
 # -- the background work -------------------------------------------------------------------
@@ -297,14 +278,12 @@ async def index(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def router(scope: Scope, receive: Receive, send: Send) -> None:
-    """A minimal router; anything that is not http (lifespan included) is declined."""
+    """The demo's own routes (the dashboard is mounted by :class:`Demo`); anything that is not
+    http (lifespan included) is declined."""
     if scope["type"] != "http":
         raise RuntimeError(f"the demo router serves http only, not {scope['type']!r}")
     method, path = scope["method"], scope["path"]
-    if path == "/dashboard" or path.startswith("/dashboard/"):
-        scope["root_path"] = scope.get("root_path", "") + "/dashboard"
-        await dashboard(scope, receive, send)
-    elif method == "GET" and path == "/":
+    if method == "GET" and path == "/":
         await index(scope, receive, send)
     elif method == "GET" and path == "/tasks":
         await task_list(scope, receive, send)
@@ -341,12 +320,48 @@ _POSTS = {
     "/ship": ship,
 }
 
-app = TaskMiddleware(
-    router,
-    grace_period=5.0,
-    shield_timeout=30.0,
-    instruments=instruments,
-    queues=[shipping],
-    queue_concurrency=4,
-)
-"""The demo app, ready for ``trio_bg.serve(app)``."""
+
+def _metrics() -> tuple[object, tuple[Instrument, ...]]:
+    """The demo's metrics for ``/dashboard/metrics``, when the metrics extra is installed: a
+    registry of the demo's own (so that the demo claims no name in the default one) and the
+    instrument that fills it."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from .metrics import PrometheusInstrument
+    except ImportError:  # pragma: no cover - installed without trio-bg[metrics]
+        return None, ()
+    registry = CollectorRegistry()
+    return registry, (PrometheusInstrument(registry=registry),)
+
+
+class Demo:
+    """The demo app with its live dashboard mounted at ``/dashboard/`` (loopback clients only).
+
+    Importing this module installs nothing; making a ``Demo`` makes its dashboard, which installs
+    the dashboard's recorder process-wide until :meth:`Dashboard.close`, and the metrics
+    instrument its app manager includes.
+    """
+
+    __slots__ = ("app", "dashboard")
+
+    def __init__(self) -> None:
+        registry, instruments = _metrics()
+        self.dashboard = Dashboard(local_only=True, registry=registry, queues=[shipping])
+        self.app = TaskMiddleware(
+            self._mount,
+            grace_period=5.0,
+            shield_timeout=30.0,
+            instruments=instruments,
+            queues=[shipping],
+            queue_concurrency=4,
+        )
+        """The demo app, ready for ``trio_bg.serve(app)``."""
+
+    async def _mount(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/dashboard" or path.startswith("/dashboard/")):
+            scope["root_path"] = scope.get("root_path", "") + "/dashboard"
+            await self.dashboard(scope, receive, send)
+        else:
+            await router(scope, receive, send)

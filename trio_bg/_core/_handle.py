@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import outcome
 import trio
@@ -14,13 +14,25 @@ from ._exceptions import TaskCancelled
 from ._state import TaskState, Timing
 
 if TYPE_CHECKING:
-    from ._manager import TaskManager
     from ._options import TaskOptions
 
 T_co = TypeVar("T_co", covariant=True)
 
 ErrorHandler = Callable[["TaskHandle[Any]", BaseException], "Awaitable[None] | None"]
 """``handler(handle, exc)``: called once per failed task; may be sync or async."""
+
+
+class TaskOwner(Protocol):
+    """What a handle knows of the manager that runs it: its name, and the one call a handle
+    makes into it (``cancel()`` asks the manager, which owns the task's cancel scope). A
+    :class:`~trio_bg.TaskManager` is one; the handle does not import the manager module, so the
+    manager can be read and changed without the handle (the import contracts in pyproject.toml).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def _cancel_handle(self, handle: TaskHandle[Any], /) -> None: ...
 
 
 _now = time.time
@@ -70,7 +82,7 @@ class TaskHandle(Generic[T_co]):
         "_timing",
     )
 
-    _manager: TaskManager | None
+    _manager: TaskOwner | None
     _n: int
     _name: str
     _fn: Callable[..., Any] | None
@@ -89,7 +101,7 @@ class TaskHandle(Generic[T_co]):
 
     def __init__(
         self,
-        manager: TaskManager,
+        manager: TaskOwner,
         n: int,
         name: str,
         fn: Callable[..., Any],
@@ -121,15 +133,21 @@ class TaskHandle(Generic[T_co]):
         return f"task-{self._n}"
 
     @property
+    def number(self) -> int:
+        """The ``<n>`` of :attr:`id`, as an int: a cheap key for an instrument's own tables."""
+        return self._n
+
+    @property
     def name(self) -> str:
         """The name given at start, or the function's qualified name."""
         return self._name
 
     @property
-    def manager(self) -> TaskManager | None:
+    def manager(self) -> TaskOwner | None:
         """The manager that runs the task, while it is active (and during the instruments'
         ``task_finished``); None once it has finished, so a finished handle keeps no manager
-        alive."""
+        alive. Typed as :class:`TaskOwner` (its ``name``); it is a :class:`~trio_bg.TaskManager`
+        (``isinstance`` narrows it)."""
         return self._manager
 
     @property
@@ -187,6 +205,23 @@ class TaskHandle(Generic[T_co]):
     def finished_at(self) -> datetime | None:
         """When the task reached its terminal state (UTC), or None while active."""
         return _timestamp(getattr(self, "_finished", None))
+
+    @property
+    def created_time(self) -> float:
+        """:attr:`created_at` as seconds since the epoch (``time.time()``), for arithmetic."""
+        return self._created
+
+    @property
+    def started_time(self) -> float | None:
+        """:attr:`started_at` as seconds since the epoch, or None."""
+        started: float | None = getattr(self, "_started", None)
+        return started
+
+    @property
+    def finished_time(self) -> float | None:
+        """:attr:`finished_at` as seconds since the epoch, or None while active."""
+        finished: float | None = getattr(self, "_finished", None)
+        return finished
 
     @property
     def outcome(self) -> outcome.Outcome[T_co] | None:

@@ -2,9 +2,9 @@
 
 Data flows one way: a start is validated, makes a :class:`~trio_bg.TaskHandle` (PENDING), which
 runs at once, waits in the FIFO queue for a running slot, or is held until released; a RUNNING
-handle runs in the manager's nursery (:mod:`trio_bg._runner`) and ends in exactly one terminal
+handle runs in the manager's nursery (:mod:`trio_bg._core._runner`) and ends in exactly one terminal
 state with its result captured. Every transition and counter update is in
-:mod:`trio_bg._lifecycle`; the close is in :mod:`trio_bg._closing`.
+:mod:`trio_bg._core._lifecycle`; the close is in :mod:`trio_bg._core._closing`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import trio
 
 from . import _registry
 from ._callables import check_arguments, is_async_callable, reject_non_function
-from ._checks import check_cap, check_count, check_handler, check_seconds
-from ._closing import TaskManagerContext
+from ._checks import check_cap, check_count, check_handler, check_name, check_seconds
+from ._closing import TaskManagerContext, close_deadlines
+from ._exceptions import TaskRejected
 from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskHandle
 from ._instruments import Instrument, InstrumentSet
@@ -34,7 +35,7 @@ from ._options import TaskOptions
 from ._runner import run_task
 from ._starter import TaskStarter
 from ._state import TaskState, Timing
-from ._statistics import ShutdownReport
+from ._statistics import CloseDeadlines, ShutdownReport
 
 _task_numbers = itertools.count(1)
 _get_ident = threading.get_ident
@@ -149,6 +150,24 @@ class TaskManager(TaskLifecycle, TaskStarter):
         return self._closed
 
     @property
+    def grace_period(self) -> float:
+        """Seconds its close waits for unshielded tasks (``inf`` for a request manager, which
+        waits until the server cancels the request)."""
+        return self._grace
+
+    @property
+    def shield_timeout(self) -> float:
+        """Seconds its close gives shielded tasks after the grace period."""
+        return self._shield_timeout
+
+    def close_deadlines(self) -> CloseDeadlines | None:
+        """When a closing manager cancels its unshielded and its shielded tasks (trio's clock);
+        None while it is open, or while nothing will cancel them (a request manager whose
+        handler returned waits for its tasks until the server cancels the request). Reads
+        only: for dashboards and instruments."""
+        return close_deadlines(self)
+
+    @property
     def active_tasks(self) -> tuple[TaskHandle[Any], ...]:
         """PENDING and RUNNING tasks, oldest first."""
         return tuple(self._active.values())
@@ -194,7 +213,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
 
     if not TYPE_CHECKING:  # a clear message at run time; a type checker reports the attribute
         # (Properties, not __getattr__: a class with __getattr__ sends every attribute read of
-        # its instances down the slow generic path, 12,000 instructions per task in P1.)
+        # its instances down the slow generic path; docs/performance.md.)
 
         @property
         def after_route(self) -> NoReturn:
@@ -227,7 +246,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
         """Validate a start, make its handle, and launch, queue or hold it.
 
         ``timing``, ``group`` and ``held`` are given by keyword (they are not keyword-only:
-        keyword-only defaults cost 45 ns per call on the plain path, which passes none).
+        keyword-only defaults cost time on the plain path, which passes none).
 
         ``held``: the task stays PENDING until :meth:`_release` (or ends CANCELLED at
         :meth:`_drop_held` unless ``always``); a request's deferred tasks are held this way.
@@ -237,8 +256,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
                 method, name, fn, args, shield, options, timing, group, held
             )
         # Validate everything before anything is created: a refusal starts nothing.
-        # A plain function's code is read once (P1: ~460 instructions per task fewer than
-        # reading fn.__code__ twice, callgrind); anything else takes the careful path.
+        # A plain function's code is read once; anything else takes the careful path.
         code = fn.__code__ if type(fn) is _FunctionType else None
         flags = _CO_GENERATORS if code is None else code.co_flags
         if flags & _CO_GENERATORS:
@@ -246,10 +264,8 @@ class TaskManager(TaskLifecycle, TaskStarter):
             is_async = is_async_callable(fn)
         else:
             is_async = flags & _CO_COROUTINE != 0
-        if type(name) is not str:
-            raise TypeError(f"task name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("task name must be a non-empty string")
+        if type(name) is not str or not name:
+            check_name("task name", name)
         if shield is not False and shield is not True:  # two identity tests: the cheapest check
             raise TypeError(f"shield must be a bool, got {type(shield).__name__}")
         # The arguments must fit at the call, as with a direct call: a plain function whose
@@ -266,52 +282,75 @@ class TaskManager(TaskLifecycle, TaskStarter):
             if existing is not None:
                 return existing
         if self._closed:
-            raise self._task_rejected(
-                name, "closed", f"task manager {self._name!r} is closed to new tasks"
-            )
+            raise self._refusal(name, "closed")
         if self._max_tasks is not None and self._started >= self._max_tasks:
-            raise self._task_rejected(
-                name,
-                "max_tasks",
-                f"task manager {self._name!r} reached its cap of {self._max_tasks} tasks",
-            )
+            raise self._refusal(name, "max_tasks")
         must_queue = (
             not held and self._max_running is not None and self._running >= self._max_running
         )
         if must_queue and self._max_pending is not None and self._queued >= self._max_pending:
-            raise self._task_rejected(
-                name,
-                "max_pending",
-                f"task manager {self._name!r} has {self._queued} pending tasks "
-                f"(max_pending={self._max_pending})",
-            )
-
+            raise self._refusal(name, "max_pending")
         if group is not None or held or must_queue:
-            if options is None:
-                options = TaskOptions()
-            options.group = group
-            if held or must_queue:
-                # A task started later, from another task, keeps the starter's context.
-                options.context = contextvars.copy_context()
+            return self._spawn_later(name, fn, args, is_async, shield, options, timing, group, held)
         handle: TaskHandle[Any] = TaskHandle(
             self, next(_task_numbers), name, fn, args, is_async, shield, timing, options
         )
-        if held or must_queue:
-            self._task_created(handle, running=False)
-            if held:
-                if self._held is None:
-                    self._held = {}
-                self._held[handle._n] = handle
-            else:
-                self._enqueue(handle)
+        self._task_created(handle, running=True)
+        if options is None and not shield:  # the common task, inline: one call fewer
+            nursery = self._nursery
+            assert nursery is not None
+            nursery.start_soon(run_task, self, handle, name=name)
         else:
-            self._task_created(handle, running=True)
-            if options is None and not shield:  # the common task, inline: one call fewer
-                nursery = self._nursery
-                assert nursery is not None
-                nursery.start_soon(run_task, self, handle, name=name)
-            else:
-                self._spawn_in_nursery(handle)
+            self._spawn_in_nursery(handle)
+        return handle
+
+    def _refusal(self, name: str, reason: str) -> TaskRejected:
+        """Count a refused start (``reason``: closed, max_tasks, max_pending) and return the
+        exception to raise."""
+        if reason == "closed":
+            message = f"task manager {self._name!r} is closed to new tasks"
+        elif reason == "max_tasks":
+            message = f"task manager {self._name!r} reached its cap of {self._max_tasks} tasks"
+        else:
+            message = (
+                f"task manager {self._name!r} has {self._queued} pending tasks "
+                f"(max_pending={self._max_pending})"
+            )
+        return self._task_rejected(name, reason, message)
+
+    def _spawn_later(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        is_async: bool,
+        shield: bool,
+        options: TaskOptions | None,
+        timing: Timing,
+        group: TaskGroup | None,
+        held: bool,
+    ) -> TaskHandle[Any]:
+        """The rest of a validated start whose task is in a group, held or queued: the options
+        carry the group and, for a task that starts later, the starter's context."""
+        if options is None:
+            options = TaskOptions()
+        options.group = group
+        later = held or (self._max_running is not None and self._running >= self._max_running)
+        if later:
+            # A task started later, from another task, keeps the starter's context.
+            options.context = contextvars.copy_context()
+        handle: TaskHandle[Any] = TaskHandle(
+            self, next(_task_numbers), name, fn, args, is_async, shield, timing, options
+        )
+        self._task_created(handle, running=not later)
+        if held:
+            if self._held is None:
+                self._held = {}
+            self._held[handle._n] = handle
+        elif later:
+            self._enqueue(handle)
+        else:
+            self._spawn_in_nursery(handle)
         return handle
 
     if TYPE_CHECKING:
@@ -539,10 +578,7 @@ def open_task_manager(
     Raises:
         TypeError, ValueError: an option of the wrong kind or value, before anything starts.
     """
-    if type(name) is not str:
-        raise TypeError(f"task manager name must be a str, got {type(name).__name__}")
-    if not name:
-        raise ValueError("task manager name must be a non-empty string")
+    check_name("task manager name", name)
     max_running = check_cap("max_running", max_running, 1)
     max_pending = check_cap("max_pending", max_pending, 0)
     max_threads = check_cap("max_threads", max_threads, 1)

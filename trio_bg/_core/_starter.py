@@ -26,6 +26,31 @@ P = ParamSpec("P")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 
+def task_options(
+    timeout: float | None,
+    retry: Retry | None,
+    on_error: ErrorHandler | None,
+    key: str | None,
+    always: bool,
+) -> TaskOptions:
+    """The options of a start that gave at least one (the one place they are built)."""
+    return TaskOptions(timeout=timeout, retry=retry, on_error=on_error, key=key, always=always)
+
+
+def function_keywords_error(method: str, fn: object, kwargs: dict[str, Any]) -> TypeError:
+    """The error for keyword arguments meant for the function, given to a start method whose
+    keywords are task options (the reverse of ``add_task(fn, timeout=...)``)."""
+    keyword = next(iter(kwargs))
+    target = getattr(fn, "__name__", None)
+    if not isinstance(target, str) or not target.isidentifier():
+        target = "fn"
+    return TypeError(
+        f"{method}() got an unexpected keyword argument {keyword!r} ({method}() takes task "
+        f"options as keywords, not the function's: for {keyword}=, use "
+        f"functools.partial({target}, {keyword}=...) or add_task())"
+    )
+
+
 class TaskStarter:
     """Base of everything that starts tasks: a manager, a group of it, a timing point of it."""
 
@@ -83,17 +108,24 @@ class TaskStarter:
         on_error: ErrorHandler | None = None,
         key: str | None = None,
         always: bool = False,
+        **kwargs: Any,
     ) -> TaskHandle[Any]:
         """Start ``fn(*args)`` as a task called ``name``; return its handle at once.
 
         ``fn`` is an async function (run in the manager's nursery) or a plain function (run in a
         worker thread). See :meth:`start_soon` for the options.
         """
-        options = None
-        if timeout is not None or retry is not None or on_error is not None or key is not None:
-            options = TaskOptions(timeout, retry, on_error, key, always)
-        elif always is not False:
-            options = TaskOptions(always=always)
+        if kwargs:
+            raise function_keywords_error("start_soon_named", fn, kwargs)
+        options = None  # most starts give none: no object, no call (docs/performance.md)
+        if (
+            timeout is not None
+            or retry is not None
+            or on_error is not None
+            or key is not None
+            or always is not False
+        ):
+            options = task_options(timeout, retry, on_error, key, always)
         return self._start("start_soon_named", name, fn, args, shield, options)
 
     @overload
@@ -132,6 +164,7 @@ class TaskStarter:
         on_error: ErrorHandler | None = None,
         key: str | None = None,
         always: bool = False,
+        **kwargs: Any,
     ) -> TaskHandle[Any]:
         """Start ``fn(*args)`` as a task named after the function; return its handle at once.
 
@@ -153,13 +186,21 @@ class TaskStarter:
         Raises:
             TaskRejected: the manager is closed, its pending queue is full, or its cap reached.
             TypeError, ValueError: misuse (a coroutine object, an empty name, a bad option,
-                arguments that ``fn`` cannot take: checked here, with Python's own reason).
+                arguments that ``fn`` cannot take: checked here, with Python's own reason; a
+                keyword meant for ``fn``, with a pointer to ``functools.partial`` and
+                :meth:`add_task`). Nothing is started or counted.
         """
-        options = None
-        if timeout is not None or retry is not None or on_error is not None or key is not None:
-            options = TaskOptions(timeout, retry, on_error, key, always)
-        elif always is not False:
-            options = TaskOptions(always=always)
+        if kwargs:
+            raise function_keywords_error("start_soon", fn, kwargs)
+        options = None  # most starts give none: no object, no call (docs/performance.md)
+        if (
+            timeout is not None
+            or retry is not None
+            or on_error is not None
+            or key is not None
+            or always is not False
+        ):
+            options = task_options(timeout, retry, on_error, key, always)
         name = callable_name(fn) if callable(fn) else ""
         return self._start("start_soon", name, fn, args, shield, options)
 

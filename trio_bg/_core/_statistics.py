@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
-    from ._handle import TaskHandle
+    from ._handle_like import TaskHandleLike
 
 
 @final
@@ -29,14 +29,31 @@ class TaskStatistics:
 
 @final
 @dataclass(frozen=True, slots=True)
+class CloseDeadlines:
+    """A closing manager's deadlines, on trio's clock (``trio.current_time()``), as
+    :meth:`TaskManager.close_deadlines <trio_bg.TaskManager.close_deadlines>` gives them."""
+
+    started: float
+    """When the close began."""
+    grace: float
+    """When its unshielded tasks are cancelled: the end of the grace period (the time it was
+    read, once the grace period is over)."""
+    cap: float
+    """When its shielded tasks are cancelled (``inf``: not capped)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class ShutdownReport:
     """What a manager's close did: how long it took and which tasks it had to cancel."""
 
     manager: str
     duration: float
     """Seconds from the start of the close to its end (on trio's clock)."""
-    cancelled: tuple[TaskHandle[Any], ...]
-    """Every task cancelled by the shutdown (or an outer cancellation), oldest first."""
+    cancelled: tuple[TaskHandleLike[Any], ...]
+    """Every task cancelled by the shutdown (or an outer cancellation), oldest first (each a
+    :class:`~trio_bg.TaskHandle`, typed by what every handle has so that the report, a value,
+    does not name the handle module)."""
 
     def __str__(self) -> str:
         if not self.cancelled:

@@ -20,7 +20,7 @@ from . import _registry
 from ._cancellation import all_cancelled, first_leaf
 from ._instruments import call_hooks, hooks_for
 from ._log import logger
-from ._statistics import ShutdownReport
+from ._statistics import CloseDeadlines, ShutdownReport
 from ._trio_only import require_trio
 from ._where import chain_text, task_coroutines
 
@@ -250,6 +250,21 @@ def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:
     return shown if len(handles) <= most else f"{shown} and {len(handles) - most} more"
 
 
+def close_deadlines(manager: TaskManager) -> CloseDeadlines | None:
+    """The deadlines of a closing manager; None while it is open, or while nothing is going to
+    cancel its tasks (a request whose handler returned waits until the server cancels it)."""
+    if not manager._closed:
+        return None
+    if manager._grace == _INF and not math.isfinite(manager._shield_deadline):
+        return None
+    began = manager._close_started
+    if math.isfinite(manager._shield_deadline):  # the grace period is over
+        return CloseDeadlines(began, trio.current_time(), manager._shield_deadline)
+    grace = began + manager._grace
+    cap = began + manager._shield_timeout if math.isfinite(grace) else _INF
+    return CloseDeadlines(began, grace, cap)
+
+
 def closed(manager: TaskManager) -> None:
     """After the nursery has exited: record the close, log the report if any task was cancelled
     by it, unregister the manager and tell the instruments."""
@@ -257,10 +272,9 @@ def closed(manager: TaskManager) -> None:
     ended = trio.current_time()
     manager._close_span = (started, ended)
     if manager._dropped:
+        dropped = sorted(manager._dropped, key=lambda handle: handle._n)
         report = manager._report = ShutdownReport(
-            manager=manager._name,
-            duration=ended - started,
-            cancelled=tuple(sorted(manager._dropped, key=lambda handle: handle._n)),
+            manager=manager._name, duration=ended - started, cancelled=tuple(dropped)
         )
         manager._dropped = None
         logger.warning("%s", report)
