@@ -44,6 +44,7 @@ from ._core._checks import check_count
 from ._core._instruments import Instrument
 from ._core._manager import TaskManager
 from ._core._state import TaskState
+from ._core._text import clean
 from .asgi._request import RequestTaskManager
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ OTHER = "other"
 
 REQUEST = "request"
 """The ``manager`` label of every request's manager."""
+
+LABEL_LIMIT = 200
+"""The most characters of a task or manager name used as a label value."""
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 """Histogram buckets in seconds (``+Inf`` is added): background tasks run from milliseconds to
@@ -256,7 +260,11 @@ class PrometheusInstrument(Instrument):
         key = (manager_label, name)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self._metrics, manager_label, name)
+            # Label values as Prometheus can write them (valid UTF-8, bounded): a name with a
+            # lone surrogate would make every later scrape fail.
+            series = self._series[key] = _Series(
+                self._metrics, clean(manager_label, LABEL_LIMIT), clean(name, LABEL_LIMIT)
+            )
         return series
 
     # -- hooks ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ the span that was current at the start call, siblings of the task's span.
 from __future__ import annotations
 
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -36,6 +37,7 @@ except ImportError as exc:  # the extra is not installed
 from ._core._instruments import Instrument
 from ._core._manager import TaskManager
 from ._core._state import TaskState
+from ._core._text import clean, safe_str
 from ._version import __version__
 from .asgi import RequestTaskManager
 
@@ -108,20 +110,20 @@ class OpenTelemetryInstrument(Instrument):
         assert isinstance(manager, TaskManager)  # set while the task is active
         attributes: dict[str, AttributeValue] = {
             "trio_bg.task.id": handle.id,
-            "trio_bg.task.name": handle.name,
+            "trio_bg.task.name": clean(handle.name),
             "trio_bg.task.timing": handle.timing.value,
             "trio_bg.task.shielded": handle.shielded,
-            "trio_bg.manager.name": manager.name,
+            "trio_bg.manager.name": clean(manager.name),
             "trio_bg.manager.kind": _kind(manager),
         }
         key = handle.key
         if key is not None:
-            attributes["trio_bg.task.key"] = key
+            attributes["trio_bg.task.key"] = clean(key)
         group = handle.group
         if group is not None:
-            attributes["trio_bg.task.group"] = group
+            attributes["trio_bg.task.group"] = clean(group)
         span = self._tracer.start_span(
-            handle.name,
+            clean(handle.name),
             # The caller's context: this hook runs inside the start call.
             context=otel_context.get_current(),
             attributes=attributes,
@@ -143,7 +145,7 @@ class OpenTelemetryInstrument(Instrument):
                 "trio_bg.task.attempt": handle.attempts,
                 "trio_bg.task.retry_delay_seconds": delay,
                 "exception.type": _qualified_name(exc),
-                "exception.message": str(exc),
+                "exception.message": safe_str(exc),
             },
             timestamp=_ns(time.time()),
         )
@@ -152,6 +154,15 @@ class OpenTelemetryInstrument(Instrument):
         task = self._spans.pop(handle.number, None)
         if task is None:
             return  # created before this instrument was installed
+        span = task.span
+        # The span ends whatever the task's values do to the code below: a task whose error
+        # cannot be printed must not leave its span open.
+        try:
+            self._finish(task, handle)
+        finally:
+            span.end(end_time=_ns(handle.finished_time or time.time()))
+
+    def _finish(self, task: _TaskSpan, handle: TaskHandle[Any]) -> None:
         self._note_started(task, handle)
         span = task.span
         state = handle.state
@@ -176,14 +187,24 @@ class OpenTelemetryInstrument(Instrument):
             exc = result.error
             attributes["error.type"] = _qualified_name(exc)
             span.set_attributes(attributes)
-            span.record_exception(exc, timestamp=_ns(finished))
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            message = safe_str(exc)
+            # The SDK's record_exception calls str(exc) itself, and raises with it.
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": attributes["error.type"],
+                    "exception.message": message,
+                    "exception.stacktrace": _stacktrace(exc),
+                    "exception.escaped": False,
+                },
+                timestamp=_ns(finished),
+            )
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
         else:
             attributes["trio_bg.task.cancel_requested"] = getattr(
                 handle, "_cancel_requested", False
             )
             span.set_attributes(attributes)
-        span.end(end_time=_ns(finished))
 
     def task_rejected(self, manager: TaskManager, name: str, reason: str) -> None:
         span = trace.get_current_span()  # the caller's: this hook runs inside the start call
@@ -191,9 +212,9 @@ class OpenTelemetryInstrument(Instrument):
             span.add_event(
                 "trio_bg.task.rejected",
                 {
-                    "trio_bg.task.name": name,
+                    "trio_bg.task.name": clean(name),
                     "trio_bg.task.rejected_reason": reason,
-                    "trio_bg.manager.name": manager.name,
+                    "trio_bg.manager.name": clean(manager.name),
                     "trio_bg.manager.kind": _kind(manager),
                 },
                 timestamp=_ns(time.time()),
@@ -209,6 +230,15 @@ class OpenTelemetryInstrument(Instrument):
         if started is not None:
             task.started_noted = True
             task.span.add_event("trio_bg.task.started", timestamp=_ns(started))
+
+
+def _stacktrace(exc: BaseException) -> str:
+    """The exception's traceback as text; its own lines when its ``__str__`` raises."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:
+        text = "".join(traceback.format_tb(exc.__traceback__)) + f"{type(exc).__qualname__}\n"
+    return clean(text, 100_000)
 
 
 def _qualified_name(exc: BaseException) -> str:

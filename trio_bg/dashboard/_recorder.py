@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, final
 import trio
 
 from .._core._instruments import Instrument, add_instrument, remove_instrument
+from .._core._text import safe_str
 
 if TYPE_CHECKING:
     from .._core._handle import TaskHandle
@@ -56,11 +57,8 @@ def short_repr(value: object) -> str:
 
 
 def short_str(value: object) -> str:
-    """``str(value)`` of at most :data:`REPR_LIMIT` characters; never raises."""
-    try:
-        return cut(str(value))
-    except Exception as exc:
-        return f"<str failed: {type(exc).__name__}>"
+    """``str(value)`` of at most :data:`REPR_LIMIT` characters, valid UTF-8; never raises."""
+    return safe_str(value, REPR_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
