@@ -303,6 +303,18 @@ async def router(scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, 404, {"error": f"no route {method} {path}"}, scope=scope)
 
 
+def route_name(scope: Scope) -> str | None:
+    """The route template of a demo request, for ``TaskMiddleware(request_name=...)``: the
+    router above matches raw paths, so without this every request would be named by its
+    method alone. Never the raw path: ``/tasks/task-7`` is ``/tasks/{id}``."""
+    path: str = scope.get("path", "")
+    if path in _POSTS or path in ("/", "/tasks"):
+        return path
+    if path.startswith("/tasks/"):
+        return "/tasks/{id}"
+    return None
+
+
 def _discard_body(send: Send) -> Send:
     """A ``send`` that swallows the JSON answer, for browser form posts that get a redirect."""
 
@@ -355,6 +367,7 @@ class Demo:
             instruments=instruments,
             queues=[shipping],
             queue_concurrency=4,
+            request_name=route_name,
         )
         """The demo app, ready for ``trio_bg.serve(app)``."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -70,5 +71,15 @@ def _check_scope(function: str, scope: object) -> None:
     if not isinstance(scope, Mapping):
         raise TypeError(
             f"{function}() takes the ASGI scope (a mapping; in Quart pass request.scope), "
-            f"got {type(scope).__name__}"
+            f"got {_kind(scope)}"
         )
+
+
+def _kind(value: object) -> str:
+    """The type name a user recognises: Quart's ``request`` is a werkzeug ``LocalProxy``, named
+    after the ``Request`` it stands for."""
+    if type(value).__name__ == "LocalProxy":
+        # Outside a request context the proxy stands for nothing: keep its own name.
+        with contextlib.suppress(Exception):
+            value = cast("Any", value)._get_current_object()
+    return type(value).__name__

@@ -11,7 +11,7 @@ from __future__ import annotations
 # request manager's opening, its timing points and the response status it is told).
 # pyright: reportPrivateUsage=false
 import math
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
@@ -27,6 +27,7 @@ from .._core._state import Timing
 from .._core._trio_only import not_trio
 from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
 from ._lifespan import InnerLifespan
+from ._naming import RequestNamer
 from ._request import RequestTaskManager
 from ._types import APP_TASKS_KEY, REQUEST_TASKS_KEY, Message, Receive, Scope, Send, WrappedApp
 
@@ -85,6 +86,13 @@ class TaskMiddleware:
         queue_concurrency: with N > 0, each queue also runs its jobs in this process: a worker
             of N jobs at once, an app task named ``durable worker <queue>``; at shutdown it
             stops taking jobs and its running jobs get ``grace_period``.
+        request_name: ``(scope) -> str | None``, a name for requests the framework has not
+            routed (raw ASGI apps, Quart): the request's manager is named ``"<method> <name>"``
+            in logs, reports and the dashboard. Return a route template, never the raw path
+            (it can hold ids and personal data). It is called when the first task starts, at
+            the response start and when the handler ends, until it gives a name; a Starlette
+            route wins. One that raises or returns no str is logged once; None keeps the
+            method alone.
     """
 
     __slots__ = (
@@ -100,6 +108,7 @@ class TaskMiddleware:
         "_queue_concurrency",
         "_queues",
         "_recent_limit",
+        "_request_namer",
         "_shield_timeout",
     )
 
@@ -118,6 +127,7 @@ class TaskMiddleware:
         recent_limit: int = 100,
         queues: Iterable[DurableQueue] = (),
         queue_concurrency: int = 0,
+        request_name: Callable[[Scope], str | None] | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TaskMiddleware() takes an ASGI app, got {type(app).__name__!r}")
@@ -137,6 +147,7 @@ class TaskMiddleware:
         self._name = check_name("task manager name", name)
         self._recent_limit = check_count("recent_limit", recent_limit, 0)
         self._instruments = check_instruments(instruments)
+        self._request_namer = None if request_name is None else RequestNamer(request_name)
         self._app_manager: TaskManager | None = None
         self._queue_concurrency = check_count("queue_concurrency", queue_concurrency, 0)
         self._queues: tuple[DurableQueue, ...] = ()
@@ -166,6 +177,7 @@ class TaskMiddleware:
             shield_timeout=self._shield_timeout,
             on_error=self._on_error,
             instruments=self._instruments,
+            namer=self._request_namer,
         )
         scope[REQUEST_TASKS_KEY] = manager
         if self._app_manager is not None:

@@ -40,6 +40,7 @@ from .._core._manager import TaskManager
 from .._core._options import TaskOptions
 from .._core._starter import TaskStarter
 from .._core._state import Timing
+from ._naming import RequestNamer
 from ._types import Scope
 
 _IMMEDIATE = Timing.IMMEDIATE
@@ -73,9 +74,10 @@ class RequestTaskManager(TaskManager):
     ``add_task`` starts its task after the response, like Starlette's ``BackgroundTasks``.
     """
 
-    __slots__ = ("_fired", "_method", "_opened", "_request_scope", "_route", "_status")
+    __slots__ = ("_fired", "_method", "_namer", "_opened", "_request_scope", "_route", "_status")
     _fired: int  # a bit per timing point that has come (_BITS), and _FAILED
     _method: str
+    _namer: RequestNamer | None  # TaskMiddleware(request_name=...), for unrouted requests
     _route: str | None  # the route template, once the framework has routed the request
     _status: int | None  # the response status, once the response has started
     _opened: float  # time.time() when the request's call began
@@ -92,6 +94,7 @@ class RequestTaskManager(TaskManager):
         shield_timeout: float,
         on_error: ErrorHandler | None,
         instruments: InstrumentSet | None,
+        namer: RequestNamer | None = None,
     ) -> RequestTaskManager:
         """A request's manager: it waits for its tasks without limit (the server's
         cancellation starts its shutdown) and keeps no ``recent`` of its own. It is named after
@@ -113,6 +116,7 @@ class RequestTaskManager(TaskManager):
         self._route = self._status = None
         self._opened = time.time()
         self._request_scope = scope
+        self._namer = namer
         return self
 
     def _name_from_route(self, *, last: bool = False) -> None:
@@ -123,6 +127,8 @@ class RequestTaskManager(TaskManager):
         if scope is None:
             return
         path = getattr(scope.get("route"), "path", None)
+        if not (type(path) is str and path) and self._namer is not None:
+            path = self._namer.name(scope)
         if type(path) is str and path:
             self._route = path
             self._name = f"{self._method} {path}"
