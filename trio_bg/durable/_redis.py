@@ -120,17 +120,22 @@ class RedisBackend:
         return [None if result == 0 else enqueue_ms for result in published]
 
     def unavailable(self, exc: BaseException, what: str) -> NoReturn:
-        """Raise QueueUnavailable for a lost Redis or a timeout; re-raise anything else."""
+        """Raise QueueUnavailable for a lost Redis or a timeout; re-raise anything else.
+
+        The message names the cause, and the chain is cut (``from None``): coredis's own chain
+        for a refused connection is dozens of lines of its retry and connection machinery, five
+        exception groups deep, which buried the one line that says what is wrong.
+        """
         if isinstance(exc, trio.TooSlowError):
             raise QueueUnavailable(
                 f"durable queue {self.name!r}: Redis at {self.url} did not answer the {what} "
                 f"within {self._enqueue_timeout:g} s"
-            ) from exc
+            ) from None
         if is_connection_failure(exc):
             cause = first_failure(exc)
             raise QueueUnavailable(
                 f"durable queue {self.name!r}: cannot reach Redis at {self.url} to {what}: {cause}"
-            ) from cause
+            ) from None
         raise exc
 
     # -- results ------------------------------------------------------------------------------
