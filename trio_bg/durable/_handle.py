@@ -266,15 +266,15 @@ class DurableHandle(Generic[T_co]):
         self._finish(TaskState.FAILED, failure, finished_at)
 
     def _seen_missing(self) -> None:
-        """Redis has neither the job nor its result."""
+        """The store (Redis or the journal) has neither the job nor its result."""
         if self._cancel_requested:
             self._finish(TaskState.CANCELLED, None)
         else:
             self._finish(
                 TaskState.FAILED,
                 JobLost(
-                    f"job {self._name!r} ({self._id}) is gone from Redis: its result expired "
-                    "(result_ttl) or Redis lost it"
+                    f"job {self._name!r} ({self._id}) is gone from the queue's store: its "
+                    "result expired (result_ttl) or the store lost it"
                 ),
             )
 
