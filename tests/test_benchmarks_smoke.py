@@ -27,3 +27,25 @@ def test_quick_micro_run_prints_the_ratio_table() -> None:
     assert "== micro: medians over repeated rounds ==" in done.stdout
     assert "== ratios vs targets ==" in done.stdout
     assert "P1 start+finish: trio_bg / raw trio" in done.stdout
+
+
+def test_the_journal_benchmark_prints_its_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.journal", "--jobs", "200", "--samples", "50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in (
+        "SQLite floor on this disk",
+        "trio_bg journal, normal",
+        "trio_bg journal, full",
+        "trio_bg Redis (in-process streaq worker)",
+        "SqliteHuey (consumer, 4 threads)",
+        "in-process worker:         p50",
+        "worker process, same host: p50",
+    ):
+        assert line in done.stdout, done.stdout
