@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from streaq import StreaqRetry
-
 from .._core._retry import Retry
 from ._serialization import check_result
 
@@ -53,6 +51,7 @@ class JobSpec:
         - a return value JSON cannot carry becomes a TypeError (a failed result), instead of
           an error while storing it, which would crash the worker and leave a poison message.
         """
+        from streaq import StreaqRetry  # only for Redis: streaq is the durable extra
 
         fn, name, retry = self.fn, self.name, self.retry
         attempts = retry.attempts if retry is not None else 1

@@ -29,7 +29,6 @@ import trio
 
 from .._core._checks import check_count, check_seconds
 from .._core._trio_only import require_trio
-from ._connection import first_failure, is_connection_failure
 
 if TYPE_CHECKING:
     from ._queue import DurableQueue
@@ -67,6 +66,7 @@ async def run_worker(
     if queue.is_journal:
         await _run_journal_worker(queue, concurrency, grace, task_status)
         return
+    from ._connection import first_failure, is_connection_failure  # Redis: the durable extra
 
     prefix = f"{socket.gethostname()}-{os.getpid()}"
     backoff = 0.1
