@@ -1,6 +1,7 @@
 """The app the journal's crash test kills: ``python -m tests.journal_crash_app DB LEDGER
-EFFECTS LEASE``. It runs the queue's jobs in this process (``open_worker``) until the queue is
-empty, then exits 0; the test SIGKILLs it at random moments before that and starts it again.
+EFFECTS LEASE MODE``. It runs the queue's jobs in this process (``open_worker``): with MODE
+``serve`` until it is killed (the test SIGKILLs it at random moments while jobs flow and starts
+it again), with ``drain`` until the queue is empty, then it exits 0.
 
 Each run of ``apply(n)`` leaves two traces:
 
@@ -21,7 +22,9 @@ import trio
 
 from trio_bg.durable import DurableQueue
 
-DB, LEDGER, EFFECTS, LEASE = sys.argv[1:5] if __name__ == "__main__" else ("x", "x", "x", "1")
+DB, LEDGER, EFFECTS, LEASE, MODE = (
+    sys.argv[1:6] if __name__ == "__main__" else ("x", "x", "x", "1", "drain")
+)
 
 queue = DurableQueue(f"sqlite:///{DB}", name="crash", lease_timeout=float(LEASE))
 _ledger: sqlite3.Connection | None = None
@@ -45,7 +48,7 @@ async def apply(n: int) -> int:
         os.write(fd, f"{n}\n".encode())
     finally:
         os.close(fd)
-    await trio.sleep(0.002)  # a job that takes a moment: kills land in the middle of some
+    await trio.sleep(0.005)  # a job that takes a moment: kills land in the middle of some
     if _ledger is None:
         _ledger = open_ledger(LEDGER)
     ledger = _ledger
@@ -65,7 +68,7 @@ async def main() -> None:
     async with queue.open_worker(concurrency=16, grace=1):
         while True:
             stats = await queue.statistics()
-            if stats.depth == stats.delayed == stats.in_flight == 0:
+            if MODE == "drain" and stats.depth == stats.delayed == stats.in_flight == 0:
                 return
             await trio.sleep(0.1)
 
