@@ -17,8 +17,6 @@ import pytest
 import trio
 import trio.testing
 
-from trio_bg import TaskStatistics
-
 if TYPE_CHECKING:
     from trio_bg.dashboard import Dashboard
 
@@ -78,13 +76,6 @@ def recorder() -> Recorder:
 def trio_bg_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
     """The records of the ``trio_bg`` logger at exactly ``level``, oldest first."""
     return [r for r in caplog.records if r.name == "trio_bg" and r.levelno == level]
-
-
-def assert_adds_up(stats: TaskStatistics) -> None:
-    """The accounting invariant: every started task is in exactly one state."""
-    assert stats.started == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
-    ), stats
 
 
 async def settle() -> None:

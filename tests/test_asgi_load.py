@@ -11,10 +11,10 @@ import pytest
 import trio
 
 from tests.asgi_server import respond
-from tests.conftest import assert_adds_up, http_only
+from tests.conftest import http_only
 from trio_bg import TaskManager, TaskStatistics, Timing
 from trio_bg.asgi import TaskMiddleware, app_tasks, request_tasks
-from trio_bg.testing import serve_app
+from trio_bg.testing import check_accounting, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ async def test_200_concurrent_requests_run_all_their_tasks() -> None:
     assert len(snapshots) == 4 * REQUESTS
     for stats in snapshots:
         assert stats.started == 3
-        assert_adds_up(stats)
+        check_accounting(stats)
     assert app_stats == TaskStatistics(
         started=REQUESTS, pending=0, running=0, succeeded=REQUESTS, failed=0, cancelled=0,
         rejected=0,

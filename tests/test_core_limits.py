@@ -11,8 +11,9 @@ import trio
 import trio.testing
 
 import trio_bg
-from tests.conftest import Recorder, assert_adds_up
+from tests.conftest import Recorder
 from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState
+from trio_bg.testing import check_accounting
 
 
 def running_names(handles: list[TaskHandle[None]]) -> set[str]:
@@ -24,7 +25,7 @@ def check_counters(tm: TaskManager, handles: list[TaskHandle[None]]) -> None:
     by_state = [h.state for h in handles]
     assert stats.running == by_state.count(TaskState.RUNNING)
     assert stats.pending == by_state.count(TaskState.PENDING)
-    assert_adds_up(stats)
+    check_accounting(stats)
 
 
 async def test_max_running_caps_running_tasks_and_starts_waiting_ones_in_fifo_order(

@@ -16,8 +16,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import trio_bg
-from tests.conftest import assert_adds_up
 from trio_bg import Retry, TaskHandle, TaskManager, TaskRejected, TaskState
+from trio_bg.testing import check_accounting as adds_up
 
 KINDS = ("succeed", "fail", "sleep", "cancel", "timeout", "shield", "retry")
 
@@ -86,7 +86,7 @@ def flaky(failures: int, seconds: float) -> Any:
 
 def check_accounting(tm: TaskManager, handles: list[TaskHandle[Any]], rejected: int) -> None:
     stats = tm.statistics()
-    assert_adds_up(stats)
+    adds_up(stats)
     assert stats.started == len(handles)
     assert stats.rejected == rejected
     states = Counter(h.state for h in handles)

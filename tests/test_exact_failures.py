@@ -19,8 +19,9 @@ import trio
 import trio.testing
 
 import trio_bg
-from tests.conftest import assert_adds_up, trio_bg_records
+from tests.conftest import trio_bg_records
 from trio_bg import TaskHandle, TaskState
+from trio_bg.testing import check_accounting
 
 
 def exact(message: str) -> str:
@@ -89,7 +90,7 @@ def test_an_interrupt_through_a_tasks_own_nursery_in_a_group_propagates(
     [tm] = seen.managers
     stats = tm.statistics()
     assert (stats.started, stats.failed, stats.cancelled) == (2, 1, 1)
-    assert_adds_up(stats)
+    check_accounting(stats)
     [record] = trio_bg_records(caplog, logging.ERROR)
     assert record.getMessage() == (
         f"task 'interrupted_inside_its_own_nursery' ({interrupted.id}) was interrupted by "
@@ -132,7 +133,7 @@ def test_an_interrupt_raised_by_a_task_propagates(
     assert seen.handled == []
     [stats] = seen.stats  # when the body was cancelled
     assert (stats.started, stats.failed) == (1, 1)
-    assert_adds_up(stats)
+    check_accounting(stats)
     [record] = trio_bg_records(caplog, logging.ERROR)
     assert record.getMessage() == (
         f"task 'interrupted' ({handle.id}) was interrupted by {interrupt.__name__}, "

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import trio_bg
 from tests.asgi_server import respond, running
-from tests.conftest import assert_adds_up, sleep_then_raise, sleep_then_return
+from tests.conftest import sleep_then_raise, sleep_then_return
 from tests.test_asgi_timing_scripted import (
     FINAL_BODY,
     START_200,
@@ -48,6 +48,7 @@ from tests.test_asgi_timing_scripted import (
 from trio_bg import Retry, TaskHandle, TaskManager, TaskRejected, TaskStatistics
 from trio_bg.asgi import TaskMiddleware, request_tasks
 from trio_bg.metrics import PrometheusInstrument, scrape_registry
+from trio_bg.testing import check_accounting
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = (
@@ -497,7 +498,7 @@ async def serve_request(middleware: TaskMiddleware, step: Step, run: Run) -> Non
 
 def check(seen: Scrape, app: TaskManager, run: Run, retries: Retries, names: int) -> Scrape:
     """The metrics ``seen`` equal the managers' statistics at this moment."""
-    assert_adds_up(app.statistics())
+    check_accounting(app.statistics())
     assert_matches(seen, "app", app.statistics())
     assert_matches(seen, "request", total_statistics(run.request_managers))
     for label, handles in (("app", run.app), ("request", run.request)):
