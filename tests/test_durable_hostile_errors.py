@@ -5,6 +5,7 @@ record), and the caller gets one :class:`JobFailed` with a message it can print.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -62,12 +63,12 @@ def test_the_redis_error_record_of_a_hostile_exception_is_json() -> None:
     ],
 )
 async def test_a_journal_job_with_a_hostile_error_fails_cleanly(
-    tmp_path: Path, job: object, message: str
+    tmp_path: Path, job: Callable[[], Awaitable[None]], message: str
 ) -> None:
     queue = DurableQueue(f"sqlite:///{tmp_path / 'jobs.db'}", name="hostile")
-    queue.task(job)  # type: ignore[call-overload]
+    queue.task(job)
     async with queue.open_worker(concurrency=1, grace=1):
-        handle = await queue.enqueue(job)  # type: ignore[call-overload]
+        handle = await queue.enqueue(job)
         with trio.fail_after(10), pytest.raises(JobFailed, match=rf"raised .*: {message}$"):
             await handle.get()
     assert handle.state is TaskState.FAILED
