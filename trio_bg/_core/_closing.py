@@ -21,6 +21,7 @@ from ._cancellation import all_cancelled, first_leaf
 from ._instruments import call_hooks, hooks_for
 from ._log import logger
 from ._statistics import CloseDeadlines, ShutdownReport
+from ._text import quoted
 from ._trio_only import require_trio
 from ._where import chain_text, task_coroutines
 
@@ -196,8 +197,8 @@ async def _wait_logged(manager: TaskManager, deadline: float, kind: str) -> None
         )
         if waiting:
             logger.info(
-                "task manager %r closing: waiting up to %.1f s for %d %stask(s): %s",
-                manager._name, deadline - now, len(waiting), kind, _names(waiting),
+                "task manager %s closing: waiting up to %.1f s for %d %stask(s): %s",
+                quoted(manager._name), deadline - now, len(waiting), kind, _names(waiting),
             )  # fmt: skip
         with trio.move_on_at(min(deadline, now + PROGRESS_INTERVAL)):
             await manager.wait_idle()
@@ -234,19 +235,19 @@ async def _wait_stuck(manager: TaskManager, *, stopped: float, capped: float) ->
             since = now - (capped if handle._shield else stopped)
             where = chain_text(coros[handle._n]) if handle._n in coros else ""
             stuck.append(
-                f"{handle._name!r} ({handle.id}) cancelled {since:.1f} s ago"
+                f"{quoted(handle._name)} ({handle.id}) cancelled {since:.1f} s ago"
                 + (f", waiting in {where}" if where else "")
             )
         logger.warning(
-            "task manager %r closing: %d task(s) stuck, still running after they were cancelled "
+            "task manager %s closing: %d task(s) stuck, still running after they were cancelled "
             "(a task that shields itself or ignores cancellation; the close waits for it): %s",
-            manager._name, len(stuck), "; ".join(stuck),
+            quoted(manager._name), len(stuck), "; ".join(stuck),
         )  # fmt: skip
         report_at = now + STUCK_INTERVAL
 
 
 def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:
-    shown = ", ".join(f"{h._name!r} ({h.id})" for h in handles[:most])
+    shown = ", ".join(f"{quoted(h._name)} ({h.id})" for h in handles[:most])
     return shown if len(handles) <= most else f"{shown} and {len(handles) - most} more"
 
 

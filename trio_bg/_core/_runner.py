@@ -24,6 +24,7 @@ import trio
 from ._cancellation import all_cancelled, first_leaf, separate_cancelled
 from ._log import logger
 from ._state import TaskState
+from ._text import quoted
 from ._threads import run_in_thread
 
 if TYPE_CHECKING:
@@ -151,8 +152,8 @@ def _interrupted(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExcepti
     error handler (the interrupt is not the task's failure to handle, and must not wait)."""
     handle._result = outcome.Error(exc)
     logger.error(
-        "task %r (%s) was interrupted by %s, which propagates",
-        handle._name, handle.id, _interrupt_name(exc),
+        "task %s (%s) was interrupted by %s, which propagates",
+        quoted(handle._name), handle.id, _interrupt_name(exc),
     )  # fmt: skip
     manager._task_finished(handle, _FAILED, report=False)
 
@@ -190,9 +191,9 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
     handle._result = outcome.Error(exc)
     timeout = _timed_out(handle, exc)
     if timeout is None:
-        logger.error("task %r (%s) failed", handle._name, handle.id, exc_info=exc)
+        logger.error("task %s (%s) failed", quoted(handle._name), handle.id, exc_info=exc)
     else:
-        logger.error("task %r (%s) timed out after %g s", handle._name, handle.id, timeout)
+        logger.error("task %s (%s) timed out after %g s", quoted(handle._name), handle.id, timeout)
     handler = manager._on_error
     if handle._options is not None and handle._options.on_error is not None:
         handler = handle._options.on_error

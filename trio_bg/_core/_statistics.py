@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
+from ._text import quoted
+
 if TYPE_CHECKING:
     from ._handle_like import TaskHandleLike
 
@@ -57,9 +59,12 @@ class ShutdownReport:
 
     def __str__(self) -> str:
         if not self.cancelled:
-            return f"task manager {self.manager!r} closed in {self.duration:.3f} s; no task dropped"
-        names = ", ".join(f"{h.name!r} ({h.id})" for h in self.cancelled)
+            return (
+                f"task manager {quoted(self.manager)} closed in {self.duration:.3f} s; "
+                "no task dropped"
+            )
+        names = ", ".join(f"{quoted(h.name)} ({h.id})" for h in self.cancelled)
         return (
-            f"task manager {self.manager!r} closed in {self.duration:.3f} s; "
+            f"task manager {quoted(self.manager)} closed in {self.duration:.3f} s; "
             f"{len(self.cancelled)} task(s) cancelled by the shutdown: {names}"
         )

@@ -40,3 +40,13 @@ def safe_str(value: object, limit: int = LIMIT) -> str:
     except Exception as exc:
         return clean(f"<unprintable {type(value).__name__}: {type(exc).__name__} in __str__>")
     return clean(text, limit)
+
+
+NAME_LIMIT = 200
+"""The most characters of a name's repr in a log line or report."""
+
+
+def quoted(name: str) -> str:
+    """``repr(name)`` for a log line: escapes a lone surrogate, cut to :data:`NAME_LIMIT`
+    characters (a task name can be megabytes; the line stays readable)."""
+    return clean(repr(name), NAME_LIMIT)

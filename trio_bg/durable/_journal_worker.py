@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
+from .._core._text import safe_str
 from . import _journal_sql as sql
 from ._journal_file import JournalError
 from ._serialization import dumps, encode_result, loads, type_name
@@ -220,11 +221,14 @@ class JournalWorker:
     def _failure(self, job: Claimed, exc: Exception) -> tuple[float | None, str]:
         spec = self._backend.jobs.get(job.function)
         error = dumps(
-            {"type": type_name(type(exc)), "message": str(exc), "traceback": _traceback(exc)}
+            {"type": type_name(type(exc)), "message": safe_str(exc), "traceback": _traceback(exc)}
         )
         delay = spec.retry_delay(exc, job.attempts) if spec is not None else None
         if delay is None:
-            logger.warning("durable job %s (%s) failed: %r", job.function, job.id, exc)
+            logger.warning(
+                "durable job %s (%s) failed: %s: %s",
+                job.function, job.id, type(exc).__name__, safe_str(exc),
+            )  # fmt: skip
             return None, error
         return self._backend.now() + delay, error
 

@@ -7,6 +7,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from .._core._text import safe_str
+
 ERROR_KEY = "__trio_bg_error__"
 """The key of the dict a worker stores in place of an exception a job raised."""
 
@@ -23,7 +25,7 @@ def _encode(value: object) -> object:
         return {
             ERROR_KEY: {
                 "type": type_name(type(value)),
-                "message": str(value),
+                "message": safe_str(value),  # a __str__ may raise
                 "traceback": "".join(traceback.format_exception(value)),
             }
         }
