@@ -10,7 +10,7 @@ The cases already covered elsewhere are not repeated here: coroutine objects, no
 names, timeouts, ``retry``, ``key`` and ``on_error`` of a start, the caps, ``grace_period`` and
 names of ``open_task_manager``, most of ``Retry`` (tests/test_core_misuse.py); ``Retry(on=)``,
 ``TaskMiddleware(name=)``, odd task ids, a request object instead of a scope
-(tests/test_hardening.py).
+(tests/test_core_retry.py, tests/test_misuse_hints.py, tests/test_lookup_ids.py).
 """
 
 from __future__ import annotations

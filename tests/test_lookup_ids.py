@@ -77,3 +77,11 @@ async def test_the_dashboard_answers_404_for_hostile_ids(dashboards: list[Dashbo
                 f"/api/tasks/{task_id}/cancel", headers={"Origin": served.url}
             )
             assert cancel.status_code == 404, (task_id[:20], cancel.text[:200])
+
+
+async def test_ids_trio_bg_never_gives_are_not_found_rather_than_errors() -> None:
+    async with trio_bg.open_task_manager() as tm:
+        for task_id in ("task-²", "task-٣", "task-07", "task-"):
+            assert tm.get(task_id) is None
+            assert tm.cancel(task_id) is False
+            assert trio_bg.find_task(task_id) is None
