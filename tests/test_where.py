@@ -1,6 +1,6 @@
 """Where a task waits, for every kind of task: an async task at its own line, a sync task in (or
 waiting for) a worker thread, a retried task between two attempts; in the dashboard's JSON and
-in the log lines (``chain_text``) that name stuck tasks."""
+in the log lines that name stuck tasks; all read from the public view, ``manager.wait_points()``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import trio.testing
 
 import trio_bg
 from tests.conftest import settle
-from trio_bg import Retry, TaskState
-from trio_bg._core._where import Frame, chain_text, task_coroutines, waiting_for
+from trio_bg import Retry, TaskState, WaitFrame
 from trio_bg.dashboard._recorder import RECORDER
 from trio_bg.dashboard._schema import Snapshot
 
@@ -25,7 +24,7 @@ def blocks(entered: threading.Event, release: threading.Event) -> str:
     return "done"
 
 
-BLOCKS = Frame(blocks.__qualname__, __file__, blocks.__code__.co_firstlineno)
+BLOCKS = WaitFrame(blocks.__qualname__, __file__, blocks.__code__.co_firstlineno)
 
 
 def answer() -> int:
@@ -49,8 +48,8 @@ def release() -> Iterator[threading.Event]:
 
 
 def json_of(tm: trio_bg.TaskManager, handle: trio_bg.TaskHandle[object]) -> dict[str, object]:
-    coro = task_coroutines(tm)[handle._n]
-    return Snapshot(RECORDER, show_args=False).task(handle, coro=coro)
+    point = tm.wait_points()[handle.number]
+    return Snapshot(RECORDER, show_args=False).task(handle, point=point)
 
 
 async def test_a_sync_task_in_a_worker_thread_is_said_to_be_there(
@@ -63,21 +62,17 @@ async def test_a_sync_task_in_a_worker_thread_is_said_to_be_there(
         later = tm.start_soon_named("later", answer)
         await settle()
         assert (export.state, later.state) == (TaskState.RUNNING, TaskState.RUNNING)
-        coros = task_coroutines(tm)
+        points = tm.wait_points()
 
-        in_thread = waiting_for(coros[export._n])
-        assert in_thread is not None
-        assert (in_thread.text, in_thread.frame) == ("in a worker thread: blocks", BLOCKS)
-        assert (
-            chain_text(coros[export._n]) == f"in a worker thread: blocks ({__file__}:{BLOCKS.line})"
-        )
+        in_thread = points[export.number]
+        assert (in_thread.waiting, in_thread.at) == ("in a worker thread: blocks", BLOCKS)
+        assert in_thread.text == f"in a worker thread: blocks ({__file__}:{BLOCKS.line})"
         data = json_of(tm, export)
         assert data["waiting"] == "in a worker thread: blocks"
         assert data["where"] == {"function": "blocks", "file": __file__, "line": BLOCKS.line}
 
-        queued = waiting_for(coros[later._n])  # max_threads=1: no token until export ends
-        assert queued is not None
-        assert queued.text == "waiting for a worker thread: answer"
+        queued = points[later.number]  # max_threads=1: no token until export ends
+        assert queued.waiting == "waiting for a worker thread: answer"
         assert json_of(tm, later)["waiting"] == "waiting for a worker thread: answer"
         release.set()
         assert (await export.get(), await later.get()) == ("done", 42)
@@ -92,11 +87,9 @@ async def test_a_retried_task_between_attempts_is_in_its_backoff(
             "flaky", fails_first, calls, retry=Retry(attempts=2, backoff=2.0, jitter=False)
         )
         await trio.sleep(0.8)  # the first attempt failed at once: 1.2 s of backoff are left
-        coro = task_coroutines(tm)[flaky._n]
-        backoff = waiting_for(coro)
-        assert backoff is not None
-        assert (backoff.text, backoff.frame) == ("retry backoff, next attempt in 1.2 s", None)
-        assert chain_text(coro) == "retry backoff, next attempt in 1.2 s"
+        backoff = tm.wait_points()[flaky.number]
+        assert (backoff.waiting, backoff.at) == ("retry backoff, next attempt in 1.2 s", None)
+        assert backoff.text == "retry backoff, next attempt in 1.2 s"
         data = json_of(tm, flaky)
         assert (data["waiting"], data["where"]) == ("retry backoff, next attempt in 1.2 s", None)
 
@@ -110,7 +103,7 @@ async def test_a_retried_task_between_attempts_is_in_its_backoff(
             "file": __file__,
             "line": fails_first.__code__.co_firstlineno + 4,
         }
-        assert waiting_for(task_coroutines(tm)[flaky._n]) is None
+        assert tm.wait_points()[flaky.number].waiting is None
         tm.cancel_all()
 
 

@@ -28,6 +28,8 @@ from ._core._state import Timing as Timing
 from ._core._statistics import CloseDeadlines as CloseDeadlines
 from ._core._statistics import ShutdownReport as ShutdownReport
 from ._core._statistics import TaskStatistics as TaskStatistics
+from ._core._where import WaitFrame as WaitFrame
+from ._core._where import WaitPoint as WaitPoint
 from ._public import fixup_module_metadata as _fixup_module_metadata
 from ._serve import serve as serve
 from ._version import __version__ as __version__
@@ -51,6 +53,8 @@ __all__ = [
     "TaskState",
     "TaskStatistics",
     "Timing",
+    "WaitFrame",
+    "WaitPoint",
     "add_instrument",
     "find_task",
     "open_task_manager",

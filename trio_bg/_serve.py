@@ -24,7 +24,6 @@ from ._core._log import logger
 from ._core._state import TaskState
 from ._core._threads import abandoned_threads
 from ._core._trio_only import require_trio
-from ._core._where import chain_text, task_coroutines
 from ._shutdown_notice import announce_shutdown, clear_shutdown_notice
 
 if TYPE_CHECKING:
@@ -285,11 +284,11 @@ def _still_running() -> str:
     """The trio_bg tasks active in every open manager, with where they wait, for a log line."""
     phrases: list[str] = []
     for manager in tuple(_registry.open_managers):
-        coros = task_coroutines(manager)
+        points = manager.wait_points()
         for handle in manager.active_tasks:
             phrase = f"{handle.name!r} ({handle.id}, manager {manager.name!r})"
-            coro = coros.get(handle.number)
-            where = "" if coro is None else chain_text(coro)
+            point = points.get(handle.number)
+            where = "" if point is None else point.text
             phrases.append(f"{phrase} waiting in {where}" if where else phrase)
     if not phrases:
         return (

@@ -226,7 +226,7 @@ class OpenTelemetryInstrument(Instrument):
         is known (it is set when trio first runs the task, after ``task_started``)."""
         if task.started_noted:
             return
-        started: float | None = getattr(handle, "_started", None)
+        started = handle.started_time
         if started is not None:
             task.started_noted = True
             task.span.add_event("trio_bg.task.started", timestamp=_ns(started))

@@ -13,10 +13,9 @@ instruments pays one lookup in an empty dict per transition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _registry
 from ._log import logger
 
 if TYPE_CHECKING:
@@ -170,8 +169,9 @@ def call_hooks(hooks: Hooks, owner: HasInstruments, name: str, *args: Any) -> No
     """Call hook ``name`` of every instrument in ``hooks`` (a manager's table) that overrides it.
 
     An instrument whose hook raises is logged and removed from the process-wide set and from the
-    sets of the owner and of every open manager (a middleware's set is shared with its future
-    request managers, so it is gone from those too); every open manager's hook table is rebuilt.
+    sets of the owner and (through the :func:`on_change` listeners) of every open manager (a
+    middleware's set is shared with its future request managers, so it is gone from those too);
+    every open manager's hook table is rebuilt.
     """
     failed: list[Instrument] = []
     for hook in hooks.get(name, ()):
@@ -182,13 +182,28 @@ def call_hooks(hooks: Hooks, owner: HasInstruments, name: str, *args: Any) -> No
             logger.exception("instrument %r raised in %s; it has been removed", instrument, name)
             failed.append(instrument)
     if failed:
-        owners = [owner, *_registry.open_managers]
+        if owner._instruments is not None:
+            for instrument in failed:
+                owner._instruments.discard(instrument)
         for instrument in failed:
             GLOBAL.discard(instrument)
-            for each in owners:  # everywhere it was given, open managers' sets included
-                if each._instruments is not None:
-                    each._instruments.discard(instrument)
-        refresh_hooks()
+        _changed(failed)
+
+
+Listener = Callable[[Sequence[Instrument]], None]
+"""Called after instruments came or went, with those removed because a hook raised (to be
+taken out of every open manager's own set too)."""
+_listeners: list[Listener] = []
+
+
+def on_change(listener: Listener) -> None:
+    """Call ``listener`` whenever instruments are added or removed (the registry does)."""
+    _listeners.append(listener)
+
+
+def _changed(removed: Sequence[Instrument] = ()) -> None:
+    for listener in _listeners:
+        listener(removed)
 
 
 def add_instrument(instrument: Instrument) -> None:
@@ -201,7 +216,7 @@ def add_instrument(instrument: Instrument) -> None:
     """
     check_instrument(instrument)
     GLOBAL.add(instrument)
-    refresh_hooks()
+    _changed()
 
 
 def remove_instrument(instrument: Instrument) -> None:
@@ -212,10 +227,4 @@ def remove_instrument(instrument: Instrument) -> None:
     """
     if not GLOBAL.discard(instrument):
         raise KeyError(f"instrument {instrument!r} is not installed")
-    refresh_hooks()
-
-
-def refresh_hooks() -> None:
-    """Rebuild the hook table of every open manager (after an instrument came or went)."""
-    for manager in _registry.open_managers:
-        manager._hooks = hooks_for(manager._instruments)
+    _changed()

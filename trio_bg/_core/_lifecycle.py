@@ -5,17 +5,25 @@ counters and calls the instruments, in that order:
 
 - :meth:`TaskLifecycle._task_created`: a start was accepted; the handle is PENDING.
 - :meth:`TaskLifecycle._task_started`: it got a running slot; RUNNING.
-- :meth:`TaskLifecycle._task_retrying`: an attempt failed and will be tried again.
-- :meth:`TaskLifecycle._task_finished`: SUCCEEDED, FAILED or CANCELLED, from either state.
+- :meth:`TaskLifecycle._task_began`: a RUNNING task's first step (its start time, its scope).
+- :meth:`TaskLifecycle._task_attempt` / :meth:`TaskLifecycle._task_retrying`: an attempt
+  begins; an attempt failed and will be tried again.
+- :meth:`TaskLifecycle._task_finished`: SUCCEEDED, FAILED or CANCELLED with its result, from
+  either state.
 - :meth:`TaskLifecycle._task_rejected`: a refused start (no handle exists).
 
-The counters move only here, so ``started == pending + running + succeeded + failed + cancelled``
-holds after every method. The manager (:mod:`trio_bg._core._manager`) decides *when* a transition
-happens; the runner (:mod:`trio_bg._core._runner`) drives a RUNNING task to its end.
+Around them, the small steps that move a PENDING handle between the tables (queued, dequeued,
+held, released), give a task its cancel scope, and cancel it. After a handle is constructed,
+this module is the only one that writes its fields, and the only one that writes the tables and
+counters (docs/architecture.md has the table of writers). The counters move only here, so
+``started == pending + running + succeeded + failed + cancelled`` holds after every method. The
+manager (:mod:`trio_bg._core._manager`) decides *when* a transition happens; the runner
+(:mod:`trio_bg._core._runner`) drives a RUNNING task to its end and reports each step here.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections import deque
 from typing import Any
@@ -25,7 +33,7 @@ import trio
 from . import _registry
 from ._exceptions import TaskRejected
 from ._handle import TaskHandle
-from ._instruments import NO_HOOKS, Hooks, InstrumentSet, call_hooks
+from ._instruments import NO_HOOKS, Hooks, InstrumentSet, call_hooks, hooks_for
 from ._log import logger
 from ._state import TaskState
 from ._statistics import TaskStatistics
@@ -35,6 +43,7 @@ _PENDING = TaskState.PENDING
 _RUNNING = TaskState.RUNNING
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILED = TaskState.FAILED
+_CANCELLED = TaskState.CANCELLED
 
 
 class TaskLifecycle:
@@ -173,18 +182,67 @@ class TaskLifecycle:
         if "task_retrying" in self._hooks:
             call_hooks(self._hooks, self, "task_retrying", handle, exc, delay)
 
-    def _task_finished(self, handle: TaskHandle[Any], state: TaskState, *, report: bool) -> None:
-        """Move an active handle to its terminal ``state`` and out of every table.
+    def _task_began(self, handle: TaskHandle[Any]) -> bool:
+        """A RUNNING task takes its first step: the runner holds its function and arguments
+        now, so the handle lets go of them; a plain task gets its cancel scope here (not at
+        launch: tasks waiting in trio's run queue hold no scope, docs/performance.md). Returns
+        whether its function is to be called: False for a task whose scope was cancelled before
+        this step (cancelled before it ran, or shielded and past the shield cap); True, with
+        its start time noted, otherwise."""
+        handle._fn = handle._args = None
+        scope = handle._scope
+        if scope is None:
+            handle._scope = trio.CancelScope()
+        elif scope.cancel_called:
+            return False
+        handle._started = _now()
+        return True
+
+    def _task_attempt(self, handle: TaskHandle[Any], attempt: int) -> None:
+        """Attempt number ``attempt`` of a timed or retried task begins (1 for the first)."""
+        handle._attempts = attempt
+
+    def _task_scope(self, handle: TaskHandle[Any], scope: trio.CancelScope) -> trio.CancelScope:
+        """The task runs in ``scope`` from now on: a shielded task's (made at launch, for the
+        close to cap it) or the one its error handler runs in. Returns ``scope``."""
+        handle._scope = scope
+        return scope
+
+    def _cancel_task(self, handle: TaskHandle[Any], *, requested: bool) -> None:
+        """Cancel one active task: a PENDING one ends CANCELLED now, a RUNNING one at its next
+        checkpoint (a launched task that has not run yet enters its scope already cancelled).
+
+        ``requested``: somebody asked (``handle.cancel()``, ``cancel(id)``, ``cancel_all()``),
+        so the shutdown report does not name it; the close cancels with ``requested=False``.
+        """
+        if requested:
+            handle._cancel_requested = True
+        if handle._state is _RUNNING:
+            scope = handle._scope
+            if scope is None:
+                scope = handle._scope = trio.CancelScope()
+            scope.cancel()
+            return
+        self._task_finished(handle, _CANCELLED, None, True)
+
+    def _task_finished(
+        self, handle: TaskHandle[Any], state: TaskState, result: Any, report: bool
+    ) -> None:
+        """Move an active handle to its terminal ``state`` with its ``result`` (the value, an
+        ``outcome.Error``, the ``trio.Cancelled`` that stopped a RUNNING task, or None) and out
+        of every table.
 
         ``report``: a CANCELLED task that nobody asked to cancel (the close or an outer
         cancellation did) is named in the shutdown report. The handle lets go of its function,
         scope and manager, so a finished handle holds no reference cycle and is freed by
-        reference counting alone (once it leaves the histories).
+        reference counting alone (once it leaves the histories). Arguments by position: this is
+        called once per task, and keywords would cost it (docs/performance.md).
         """
         if handle._state is _RUNNING:
             self._running -= 1
         else:
             self._pending_finished(handle)
+        handle._result = result
         handle._state = state
         handle._finished = _now()
         handle._scope = None
@@ -245,7 +303,7 @@ class TaskLifecycle:
         held = self._held
         if held is not None:
             held.pop(handle._n, None)
-        handle._fn = handle._args = None  # it never ran (the runner lets go of them itself)
+        handle._fn = handle._args = None  # it never ran (one that ran let go at _task_began)
 
     def _task_rejected(self, name: str, reason: str, message: str) -> TaskRejected:
         """Count a refused start and return the exception for the caller to raise."""
@@ -254,6 +312,80 @@ class TaskLifecycle:
             call_hooks(self._hooks, self, "task_rejected", self, name, reason)
         return TaskRejected(message)
 
+    # -- the queue and the held gate -----------------------------------------------------------
+
+    def _task_queued(self, handle: TaskHandle[Any]) -> None:
+        """A PENDING handle waits in the FIFO queue for a running slot."""
+        queue = self._queue
+        assert queue is not None  # only a manager with max_running queues
+        handle._in_queue = True
+        queue.append(handle)
+        self._queued += 1
+
+    def _next_queued(self) -> TaskHandle[Any] | None:
+        """The oldest handle still waiting in the queue, taken out of it; None if none is."""
+        queue = self._queue
+        while queue:
+            waiting = queue.popleft()
+            if waiting._state is _PENDING and waiting._in_queue:
+                waiting._in_queue = False
+                self._queued -= 1
+                return waiting
+        return None
+
+    def _task_held(self, handle: TaskHandle[Any]) -> None:
+        """A PENDING handle is held until released (a request's deferred task)."""
+        if self._held is None:
+            self._held = {}
+        self._held[handle._n] = handle
+
+    def _task_released(self, handle: TaskHandle[Any]) -> bool:
+        """Take a handle out of the held gate; False if it was not held."""
+        held = self._held
+        return held is not None and held.pop(handle._n, None) is not None
+
+    def _take_held(self) -> list[TaskHandle[Any]]:
+        """Every handle still held, oldest first; the gate is empty (and closed) after this."""
+        held, self._held = self._held, None
+        return [] if held is None else [*held.values()]
+
+    def _take_context(self, handle: TaskHandle[Any]) -> contextvars.Context | None:
+        """The context a task started later runs in (its starter's), taken from its options;
+        options that carried nothing else are let go."""
+        options = handle._options
+        if options is None or options.context is None:
+            return None
+        context, options.context = options.context, None
+        if options.spent():
+            handle._options = None
+        return context
+
+    def _take_dropped(self) -> list[TaskHandle[Any]]:
+        """The handles the close cancelled, in task order, for its report; the list is empty
+        after this."""
+        dropped, self._dropped = self._dropped, None
+        return [] if dropped is None else sorted(dropped, key=_number)
+
+    async def wait_idle(self) -> None:
+        """Return once no task is active (PENDING or RUNNING).
+
+        New tasks may start right after it returns. Cancelling the caller stops the wait only.
+        """
+        if not self._active:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._idle is None:
+            self._idle = trio.Event()
+        await self._idle.wait()
+
+    def _refresh_hooks(self) -> None:
+        """Rebuild the hook table from the instruments (at open, and when they change)."""
+        self._hooks = hooks_for(self._instruments)
+
     def _fill_slots(self) -> None:
         """Launch queued tasks while running slots are free (the manager's scheduling)."""
         raise NotImplementedError
+
+
+def _number(handle: TaskHandle[Any]) -> int:
+    return handle._n

@@ -25,31 +25,27 @@ import trio
 from . import _registry
 from ._callables import check_arguments, is_async_callable, reject_non_function
 from ._checks import check_cap, check_count, check_handler, check_name, check_seconds
-from ._closing import TaskManagerContext, close_deadlines
+from ._closing import TaskClosing, TaskManagerContext
 from ._exceptions import TaskRejected
 from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskHandle
 from ._instruments import Instrument, InstrumentSet
-from ._lifecycle import TaskLifecycle
 from ._options import TaskOptions
 from ._runner import run_task
 from ._starter import TaskStarter
 from ._state import TaskState, Timing
-from ._statistics import CloseDeadlines, ShutdownReport
+from ._where import WaitPoint, wait_points
 
 _task_numbers = itertools.count(1)
 _get_ident = threading.get_ident
 _CO_COROUTINE = inspect.CO_COROUTINE
 _CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
-_PENDING = TaskState.PENDING
-_RUNNING = TaskState.RUNNING
 _CANCELLED = TaskState.CANCELLED
 _IMMEDIATE = Timing.IMMEDIATE
-_INF = math.inf
 
 
-class TaskManager(TaskLifecycle, TaskStarter):
+class TaskManager(TaskClosing, TaskStarter):
     """Runs named background tasks in a nursery it owns; reachable only through
     ``async with trio_bg.open_task_manager() as tm`` (or, in an ASGI app, ``app_tasks(scope)``
     and ``request_tasks(scope)``).
@@ -71,34 +67,11 @@ class TaskManager(TaskLifecycle, TaskStarter):
     Not constructed by hand; subclassed only by the ASGI request manager.
     """
 
-    __slots__ = (
-        "_close_span",
-        "_close_started",
-        "_closed",
-        "_grace",
-        "_limiter",
-        "_max_pending",
-        "_max_tasks",
-        "_nursery",
-        "_on_error",
-        "_report",
-        "_shield_deadline",
-        "_shield_timeout",
-        "_thread",
-    )
+    __slots__ = ("_limiter", "_max_pending", "_max_tasks", "_on_error")
     _max_pending: int | None
     _max_tasks: int | None
-    _grace: float
-    _shield_timeout: float
     _on_error: ErrorHandler | None
     _limiter: trio.CapacityLimiter | None
-    _nursery: trio.Nursery | None
-    _closed: bool
-    _shield_deadline: float
-    _close_started: float
-    _close_span: tuple[float, float] | None
-    _report: ShutdownReport | None
-    _thread: int  # the trio thread's ident: starts from any other thread go through trio
 
     def __init__(self) -> None:
         raise TypeError(
@@ -123,18 +96,11 @@ class TaskManager(TaskLifecycle, TaskStarter):
     ) -> Self:
         self = object.__new__(cls)
         self._init_lifecycle(name, max_running, recent_limit, instruments)
+        self._init_closing(grace_period, shield_timeout)
         self._max_pending = max_pending
         self._max_tasks = max_tasks
-        self._grace = grace_period
-        self._shield_timeout = shield_timeout
         self._on_error = on_error
         self._limiter = None if max_threads is None else trio.CapacityLimiter(max_threads)
-        self._nursery = None
-        self._closed = False
-        self._shield_deadline = _INF
-        self._close_started = 0.0
-        self._close_span = self._report = None
-        self._thread = _get_ident()
         return self
 
     # -- introspection ---------------------------------------------------------------------
@@ -160,12 +126,12 @@ class TaskManager(TaskLifecycle, TaskStarter):
         """Seconds its close gives shielded tasks after the grace period."""
         return self._shield_timeout
 
-    def close_deadlines(self) -> CloseDeadlines | None:
-        """When a closing manager cancels its unshielded and its shielded tasks (trio's clock);
-        None while it is open, or while nothing will cancel them (a request manager whose
-        handler returned waits for its tasks until the server cancels the request). Reads
-        only: for dashboards and instruments."""
-        return close_deadlines(self)
+    def wait_points(self) -> dict[int, WaitPoint]:
+        """Where each RUNNING task waits now, by task number (``handle.number``): its ``await``
+        chain, the line of its own code it waits at, and a one-line form for logs. Read when
+        asked, by walking the tasks' coroutines (the task path records nothing for it): meant
+        for dashboards, logs and people, not for a hot loop. Reads only."""
+        return wait_points(self._nursery)
 
     @property
     def active_tasks(self) -> tuple[TaskHandle[Any], ...]:
@@ -181,14 +147,6 @@ class TaskManager(TaskLifecycle, TaskStarter):
     def recent(self) -> deque[TaskHandle[Any]]:
         """The most recently finished handles, newest last (bounded; treat as read-only)."""
         return deque(maxlen=0) if self._recent is None else self._recent
-
-    @property
-    def shutdown_report(self) -> ShutdownReport | None:
-        """The report of the close, once the manager has closed."""
-        if self._report is None and self._close_span is not None:
-            began, ended = self._close_span
-            self._report = ShutdownReport(manager=self._name, duration=ended - began, cancelled=())
-        return self._report
 
     def get(self, task_id: str) -> TaskHandle[Any] | None:
         """The handle of an active or recently finished task of this manager, or None."""
@@ -344,11 +302,9 @@ class TaskManager(TaskLifecycle, TaskStarter):
         )
         self._task_created(handle, running=not later)
         if held:
-            if self._held is None:
-                self._held = {}
-            self._held[handle._n] = handle
+            self._task_held(handle)
         elif later:
-            self._enqueue(handle)
+            self._task_queued(handle)
         else:
             self._spawn_in_nursery(handle)
         return handle
@@ -410,21 +366,20 @@ class TaskManager(TaskLifecycle, TaskStarter):
 
     def _release(self, handle: TaskHandle[Any]) -> None:
         """Let a held handle go: it runs now, or queues for a running slot."""
-        held = self._held
-        if held is not None and held.pop(handle._n, None) is not None:
+        if self._task_released(handle):
             self._schedule(handle)
 
-    def _drop_held(self) -> list[TaskHandle[Any]]:
+    def _drop_held(self, *, report: bool) -> list[TaskHandle[Any]]:
         """Settle every handle still held: ``always`` ones are released, the others end
-        CANCELLED. Returns the handles that were cancelled, oldest first."""
-        held, self._held = self._held, None
+        CANCELLED (with ``report``, named in the shutdown report). Returns the handles that
+        were cancelled, oldest first."""
         dropped: list[TaskHandle[Any]] = []
-        for handle in (held or {}).values():
+        for handle in self._take_held():
             if handle._options is not None and handle._options.always:
                 self._schedule(handle)
             else:
                 dropped.append(handle)
-                self._task_finished(handle, _CANCELLED, report=False)
+                self._task_finished(handle, _CANCELLED, None, report)
         return dropped
 
     # -- scheduling ------------------------------------------------------------------------
@@ -432,25 +387,16 @@ class TaskManager(TaskLifecycle, TaskStarter):
     def _schedule(self, handle: TaskHandle[Any]) -> None:
         """Launch a PENDING handle now, or queue it for a running slot."""
         if self._max_running is not None and self._running >= self._max_running:
-            self._enqueue(handle)
+            self._task_queued(handle)
         else:
             self._launch(handle)
 
-    def _enqueue(self, handle: TaskHandle[Any]) -> None:
-        queue = self._queue
-        assert queue is not None  # only a manager with max_running queues
-        handle._in_queue = True
-        queue.append(handle)
-        self._queued += 1
-
     def _fill_slots(self) -> None:
-        queue = self._queue
-        while queue and (self._max_running is None or self._running < self._max_running):
-            waiting = queue.popleft()
-            if waiting._state is _PENDING and waiting._in_queue:
-                waiting._in_queue = False
-                self._queued -= 1
-                self._launch(waiting)
+        while self._max_running is None or self._running < self._max_running:
+            waiting = self._next_queued()
+            if waiting is None:
+                return
+            self._launch(waiting)
 
     def _launch(self, handle: TaskHandle[Any]) -> None:
         """Give a PENDING handle a running slot and spawn it in the nursery."""
@@ -463,15 +409,12 @@ class TaskManager(TaskLifecycle, TaskStarter):
         if handle._shield:
             # A shielded task's scope exists from launch, for the close to cap it. Others get
             # theirs when they first run (or when cancelled before that).
-            scope = handle._scope = trio.CancelScope(shield=True)
+            scope = self._task_scope(handle, trio.CancelScope(shield=True))
             scope.deadline = self._shield_deadline
-        options = handle._options
-        if options is None or options.context is None:
+        context = self._take_context(handle)
+        if context is None:
             nursery.start_soon(run_task, self, handle, name=handle._name)
         else:
-            context, options.context = options.context, None
-            if options.spent():
-                handle._options = None  # it only carried the context and `always`: let it go
             context.run(self._start_in, nursery, handle)
 
     def _start_in(self, nursery: trio.Nursery, handle: TaskHandle[Any]) -> None:
@@ -480,18 +423,7 @@ class TaskManager(TaskLifecycle, TaskStarter):
     # -- cancelling ------------------------------------------------------------------------
 
     def _cancel_handle(self, handle: TaskHandle[Any]) -> None:
-        handle._cancel_requested = True
-        self._stop(handle)
-
-    def _stop(self, handle: TaskHandle[Any]) -> None:
-        """Cancel one active task: a PENDING one ends now, a RUNNING one at its next checkpoint."""
-        if handle._state is _RUNNING:
-            scope = handle._scope
-            if scope is None:  # launched, not yet run: it will enter this cancelled scope
-                scope = handle._scope = trio.CancelScope()
-            scope.cancel()
-            return
-        self._task_finished(handle, _CANCELLED, report=True)
+        self._cancel_task(handle, requested=True)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the active task with this id (in O(1)); False if there is none."""
@@ -507,22 +439,9 @@ class TaskManager(TaskLifecycle, TaskStarter):
         count = 0
         for handle in tuple(self._active.values()):
             if not handle._shield and not handle._state.done:
-                handle._cancel_requested = True
-                self._stop(handle)
+                self._cancel_task(handle, requested=True)
                 count += 1
         return count
-
-    async def wait_idle(self) -> None:
-        """Return once no task is active (PENDING or RUNNING).
-
-        New tasks may start right after it returns. Cancelling the caller stops the wait only.
-        """
-        if not self._active:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._idle is None:
-            self._idle = trio.Event()
-        await self._idle.wait()
 
     # -- groups ----------------------------------------------------------------------------
 

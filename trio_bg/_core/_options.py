@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, cast, final
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast, final
 
 from ._checks import check_handler, check_seconds
 from ._retry import Retry
 
-if TYPE_CHECKING:
-    from ._group import TaskGroup
-    from ._handle import ErrorHandler
+Handler = Callable[[Any, BaseException], "Awaitable[None] | None"]
+"""An error handler, as the options keep it (the public type is ``trio_bg.ErrorHandler``, which
+names the handle: this module sits below the handle and imports nothing above it)."""
+
+
+class GroupSlot(Protocol):
+    """What the options and the lifecycle know of the group a task belongs to
+    (:class:`~trio_bg.TaskGroup` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def _add(self, handle: Any, /) -> None: ...
+
+    def _task_done(self) -> None: ...
 
 
 @final
@@ -29,7 +42,7 @@ class TaskOptions:
         self,
         timeout: float | None = None,
         retry: Retry | None = None,
-        on_error: ErrorHandler | None = None,
+        on_error: Handler | None = None,
         key: str | None = None,
         always: bool = False,
     ) -> None:
@@ -38,7 +51,7 @@ class TaskOptions:
         self.on_error = on_error
         self.key = key
         self.always = always
-        self.group: TaskGroup | None = None
+        self.group: GroupSlot | None = None
         self.context: contextvars.Context | None = None
 
     def validate(self) -> None:

@@ -9,10 +9,11 @@ bounded history (request managers keep no ``recent`` of their own).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_count
+from ._instruments import Instrument, on_change
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -23,6 +24,20 @@ open_managers: set[TaskManager] = set()
 
 finished: deque[TaskHandle[Any]] = deque(maxlen=1000)
 """Finished tasks that no open manager keeps, newest last."""
+
+
+def _instruments_changed(removed: Sequence[Instrument]) -> None:
+    """Instruments came or went: take the ``removed`` ones (a hook raised) out of every open
+    manager's own set, and rebuild every open manager's hook table."""
+    for manager in open_managers:
+        own = manager._instruments
+        if own is not None:
+            for instrument in removed:
+                own.discard(instrument)
+        manager._refresh_hooks()
+
+
+on_change(_instruments_changed)
 
 
 _MAX_DIGITS = 20

@@ -13,7 +13,6 @@ one line.
 from __future__ import annotations
 
 import inspect
-import time
 import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from ._handle import TaskHandle
     from ._manager import TaskManager
 
-_now = time.time
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILED = TaskState.FAILED
 _CANCELLED = TaskState.CANCELLED
@@ -47,33 +45,26 @@ async def run_task(manager: TaskManager, handle: TaskHandle[Any]) -> None:
     fn = handle._fn
     args = handle._args
     assert fn is not None and args is not None
-    handle._fn = handle._args = None
+    ran = manager._task_began(handle)
     scope = handle._scope
-    if scope is None:
-        # A plain task's scope is made here, at its first step, not at launch: tasks waiting
-        # in trio's run queue hold no scope (less for the collector; docs/performance.md).
-        scope = handle._scope = trio.CancelScope()
-        ran = True
-    else:  # cancelled before its first step, or a shielded task past the shield cap
-        ran = not scope.cancel_called
+    assert scope is not None
     value: Any = None
+    cause: trio.Cancelled | None = None
     try:
         with scope:
             if ran:
-                handle._started = _now()
                 try:
                     if handle._is_async and handle._options is None:
                         value = await fn(*args)
                     else:
                         value = await _attempt(manager, handle, fn, args)
                 except trio.Cancelled as stopped:
-                    handle._result = stopped
+                    cause = stopped
                     raise
     except BaseException as exc:
         if all_cancelled(exc):
             # Cancelled from outside the task's own scope: pass it on.
-            handle._result = None
-            manager._task_finished(handle, _CANCELLED, report=True)
+            manager._task_finished(handle, _CANCELLED, None, True)
             raise
         _strip_own_frames(exc)
         if _is_interrupt(exc):
@@ -85,13 +76,11 @@ async def run_task(manager: TaskManager, handle: TaskHandle[Any]) -> None:
             raise cancelled from None
         return
     if scope.cancelled_caught or not ran:
-        cause = getattr(handle, "_result", None)
         if cause is not None:
             _strip_own_frames(cause)  # the cause's traceback must not hold this frame
-        manager._task_finished(handle, _CANCELLED, report=True)
+        manager._task_finished(handle, _CANCELLED, cause, True)
     else:
-        handle._result = value
-        manager._task_finished(handle, _SUCCEEDED, report=False)
+        manager._task_finished(handle, _SUCCEEDED, value, False)
 
 
 async def _attempt(
@@ -104,7 +93,7 @@ async def _attempt(
     attempt = 0
     while True:
         attempt += 1
-        handle._attempts = attempt
+        manager._task_attempt(handle, attempt)
         try:
             if timeout is None:
                 return await _call(manager, handle, fn, args)
@@ -150,12 +139,11 @@ def _is_interrupt(exc: BaseException) -> bool:
 def _interrupted(manager: TaskManager, handle: TaskHandle[Any], exc: BaseException) -> None:
     """A KeyboardInterrupt or SystemExit ended the task: FAILED with it, logged in one line, no
     error handler (the interrupt is not the task's failure to handle, and must not wait)."""
-    handle._result = outcome.Error(exc)
     logger.error(
         "task %s (%s) was interrupted by %s, which propagates",
         quoted(handle._name), handle.id, _interrupt_name(exc),
     )  # fmt: skip
-    manager._task_finished(handle, _FAILED, report=False)
+    manager._task_finished(handle, _FAILED, outcome.Error(exc), False)
 
 
 def _interrupt_name(exc: BaseException) -> str:
@@ -188,7 +176,6 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
     The log is one ERROR record on ``trio_bg``: ``task 'x' (task-1) failed`` with the traceback,
     or, for the task's own timeout, ``task 'x' (task-1) timed out after 2 s`` and no traceback.
     """
-    handle._result = outcome.Error(exc)
     timeout = _timed_out(handle, exc)
     if timeout is None:
         logger.error("task %s (%s) failed", quoted(handle._name), handle.id, exc_info=exc)
@@ -202,10 +189,9 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
             # The handler runs under the task's rules: a scope of its own (so cancel(),
             # cancel_all() and the close reach it), shielded like the task, and capped by the
             # shutdown's shield deadline.
-            scope = trio.CancelScope(shield=handle._shield)
+            scope = manager._task_scope(handle, trio.CancelScope(shield=handle._shield))
             if handle._shield:
                 scope.deadline = manager._shield_deadline
-            handle._scope = scope
             with scope:
                 try:
                     result = handler(handle, exc)
@@ -216,7 +202,7 @@ async def _fail(manager: TaskManager, handle: TaskHandle[Any], exc: BaseExceptio
                         "error handler of task %r (%s) raised", handle._name, handle.id
                     )
     finally:
-        manager._task_finished(handle, _FAILED, report=False)
+        manager._task_finished(handle, _FAILED, outcome.Error(exc), False)
 
 
 def _with_nested(*codes: types.CodeType) -> Iterator[types.CodeType]:

@@ -1,12 +1,14 @@
 """Where a running task is waiting: the innermost frame of its coroutine's ``await`` chain.
 
-Nothing is recorded on the task path for this. A manager's nursery holds one trio task per RUNNING
-handle, whose coroutine is ``trio_bg._core._runner.run_task(manager, handle)``: the handle is read
-from that coroutine's frame locals, and the chain of ``cr_await`` (``gi_yieldfrom`` for generator-
-based awaitables, ``ag_await`` for async generators) leads from it to the frame that is suspended
-now. The answer is the innermost frame outside trio and trio_bg's core: the line of the user's code
-that awaits (``trio.sleep``, a socket read, a lock). Whoever asks pays for it (the dashboard, the
-log of a close or of ``serve`` that names stuck tasks), never the task.
+:meth:`TaskManager.wait_points <trio_bg.TaskManager.wait_points>` gives a :class:`WaitPoint` per
+RUNNING task: the public view that the dashboard, the close's and ``serve``'s stuck lines and
+users' own tools read. Nothing is recorded on the task path for this. A manager's nursery holds
+one trio task per RUNNING handle, whose coroutine is ``run_task(manager, handle)`` of
+:mod:`trio_bg._core._runner`: the handle is read from that coroutine's frame locals, and the
+chain of ``cr_await`` (``gi_yieldfrom`` for generator-based awaitables, ``ag_await`` for async
+generators) leads from it to the frame that is suspended now. The answer is the innermost frame
+outside trio and trio_bg's core: the line of the user's code that awaits (``trio.sleep``, a
+socket read, a lock). Whoever asks pays for it, never the task.
 """
 
 from __future__ import annotations
@@ -15,16 +17,13 @@ import functools
 import os
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, final
 
 import outcome
 import trio
 
 from . import _runner, _threads
 from ._callables import callable_name
-
-if TYPE_CHECKING:
-    from ._manager import TaskManager
 
 _RUN_TASK = _runner.run_task.__code__
 _BACKOFF = _runner._backoff.__code__
@@ -37,13 +36,20 @@ MAX_FRAMES = 30
 """The longest ``await`` chain followed."""
 
 
+@final
 @dataclass(frozen=True, slots=True)
-class Frame:
-    """One frame of the chain: its function, file and current line."""
+class WaitFrame:
+    """One frame of a task's ``await`` chain: its function, file and current line."""
 
     function: str
     file: str
     line: int
+
+    def __str__(self) -> str:
+        return f"{self.function} ({self.file}:{self.line})"
+
+
+Frame = WaitFrame  # the name this module's functions use
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +61,43 @@ class Waiting:
     frame: Frame | None
 
 
-def task_coroutines(manager: TaskManager) -> dict[int, Any]:
-    """The coroutine running each RUNNING task of ``manager``, by task number."""
-    nursery = manager._nursery
+@final
+@dataclass(frozen=True, slots=True)
+class WaitPoint:
+    """Where one RUNNING task waits now (read when asked; the task path records nothing).
+
+    Attributes:
+        stack: the frames of its ``await`` chain, outermost first (its runner's included).
+        at: the line to show: the innermost frame of the task's own code (outside trio,
+            outcome and trio_bg's core), or a sync function's definition while it runs in a
+            worker thread; None if the chain is empty.
+        waiting: a wait with no line of the task's code: ``"in a worker thread: fn"``,
+            ``"waiting for a worker thread: fn"``, ``"retry backoff, next attempt in 1.2 s"``;
+            else None.
+        text: all of it in one line, for logs: ``job (app.py:12) -> sleep (trio/_timeouts.py:98)``.
+    """
+
+    stack: tuple[WaitFrame, ...]
+    at: WaitFrame | None
+    waiting: str | None
+    text: str
+
+
+def wait_points(nursery: trio.Nursery | None) -> dict[int, WaitPoint]:
+    """Where each RUNNING task in a manager's ``nursery`` waits, by task number."""
+    points: dict[int, WaitPoint] = {}
+    for number, coro in task_coroutines(nursery).items():
+        frames = await_chain(coro)
+        waiting = waiting_for(coro)
+        at = waiting_at(frames) if waiting is None else waiting.frame
+        points[number] = WaitPoint(
+            tuple(frames), at, None if waiting is None else waiting.text, chain_text(coro)
+        )
+    return points
+
+
+def task_coroutines(nursery: trio.Nursery | None) -> dict[int, Any]:
+    """The coroutine running each RUNNING task in a manager's ``nursery``, by task number."""
     if nursery is None:
         return {}
     found: dict[int, Any] = {}

@@ -226,7 +226,7 @@ class RequestTaskManager(TaskManager):
         """The handler has ended: settle the deferred tasks still held (``always=True`` ones
         run, the others end CANCELLED) and name the cancelled ones in one warning, by the
         manager's name (method and route template, never the raw path), with the reason."""
-        dropped = self._drop_held()
+        dropped = self._drop_held(report=False)
         if not dropped:
             return
         if self._fired & _FAILED:

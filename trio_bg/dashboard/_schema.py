@@ -21,12 +21,12 @@ import trio
 from .._core import _registry
 from .._core._manager import TaskManager
 from .._core._state import TaskState
-from .._core._where import await_chain, task_coroutines, waiting_at, waiting_for
 from ..asgi._request import RequestTaskManager
 from ._recorder import Recorder, short_repr, short_str
 
 if TYPE_CHECKING:
     from .._core._handle import TaskHandle
+    from .._core._where import WaitPoint
 
 SCHEMA = 1
 """The version of the JSON layout."""
@@ -66,13 +66,17 @@ class Snapshot:
     # -- one task --------------------------------------------------------------------------------
 
     def task(
-        self, handle: TaskHandle[Any], *, coro: Any = None, closing: Json | None = None
+        self,
+        handle: TaskHandle[Any],
+        *,
+        point: WaitPoint | None = None,
+        closing: Json | None = None,
     ) -> Json:
-        """The JSON of one task. ``coro``: its running coroutine (for ``where``); ``closing``:
+        """The JSON of one task. ``point``: where it waits, if RUNNING; ``closing``:
         its manager's closing deadlines (for ``cancel_in`` and ``cap_in``)."""
         created: float = handle.created_time
-        started: float | None = getattr(handle, "_started", None)
-        finished: float | None = getattr(handle, "_finished", None)
+        started = handle.started_time
+        finished = handle.finished_time
         state = handle.state
         end = self.now if finished is None else finished
         manager = handle.manager
@@ -118,14 +122,12 @@ class Snapshot:
                 data["cap_in"] = _round(closing["_cap"] - self.trio_now)
             else:
                 data["cancel_in"] = _round(closing["_grace"] - self.trio_now)
-        if coro is not None:
-            frames = await_chain(coro)
-            waiting = waiting_for(coro)  # a worker thread or a retry backoff: no line of its own
-            at = waiting_at(frames) if waiting is None else waiting.frame
-            data["waiting"] = None if waiting is None else waiting.text
+        if point is not None:
+            data["waiting"] = point.waiting  # a worker thread or a retry backoff
+            at = point.at
             if at is not None:
                 data["where"] = {"function": at.function, "file": at.file, "line": at.line}
-            data["stack"] = [f"{f.function} ({f.file}:{f.line})" for f in frames]
+            data["stack"] = [str(frame) for frame in point.stack]
         if self.show_args:
             data["args"] = self.recorder.args(handle.number)
             data["result"] = short_repr(result.value) if isinstance(result, outcome.Value) else None
@@ -155,14 +157,14 @@ class Snapshot:
         """The JSON of one open manager, with its tasks."""
         closing = self.closing(manager)
         listed = list(itertools.islice(manager.active_tasks, MAX_ACTIVE))
-        coros = task_coroutines(manager) if any(h.state is _RUNNING for h in listed) else {}
+        points = manager.wait_points() if any(h.state is _RUNNING for h in listed) else {}
         stats = manager.statistics()
         data: Json = {
             "name": manager.name,
             "kind": "request" if isinstance(manager, RequestTaskManager) else "manager",
             "closed": manager.closed,
             "statistics": {field: getattr(stats, field) for field in stats.__slots__},
-            "active": [self.task(h, coro=coros.get(h.number), closing=closing) for h in listed],
+            "active": [self.task(h, point=points.get(h.number), closing=closing) for h in listed],
             "active_more": max(0, manager.active_count - MAX_ACTIVE),
             "recent": [
                 self.task(h) for h in itertools.islice(reversed(manager.recent), MAX_RECENT)
@@ -250,11 +252,11 @@ class Snapshot:
     def one(self, handle: TaskHandle[Any]) -> Json:
         """The JSON of ``GET /api/tasks/{id}``: the task with its where-waiting and deadlines."""
         manager = handle.manager
-        coro = closing = None
+        point = closing = None
         if not isinstance(manager, TaskManager):  # None once the task is done
             manager = None
         if manager is not None and handle.state is _RUNNING:
-            coro = task_coroutines(manager).get(handle.number)
+            point = manager.wait_points().get(handle.number)
         if manager is not None:
             closing = self.closing(manager)
-        return self.task(handle, coro=coro, closing=closing)
+        return self.task(handle, point=point, closing=closing)

@@ -56,9 +56,9 @@ async def open_queues(stack: AsyncExitStack, queues: Iterable[DurableQueue]) -> 
             await stack.enter_async_context(queue)
         except QueueUnavailable as exc:
             logger.error("%s; the app goes on without it", exc)
-            queue._unavailable = exc
+            queue._note_unavailable(exc)
         else:
-            queue._unavailable = None
+            queue._note_unavailable(None)
 
 
 def start_workers(

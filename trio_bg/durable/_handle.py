@@ -216,6 +216,16 @@ class DurableHandle(Generic[T_co]):
 
     # -- updates (called by the queue and its result poller only) --------------------------------
 
+    def _publishing(self, publisher: TaskHandle[None]) -> None:
+        """The in-process task that enqueues this job once its timing point comes."""
+        self._publisher = publisher
+
+    def _published_at(self, enqueue_ms: int | None) -> None:
+        """The job is in the store, enqueued at ``enqueue_ms`` (None: its key named a job still
+        active, which this handle follows)."""
+        self._enqueue_ms = enqueue_ms
+        self._published_now()
+
     def _published_now(self) -> None:
         self._published = True
         self._publisher = None

@@ -281,6 +281,10 @@ class DurableQueue:
 
     # -- what handles ask of their queue (JobOwner) ---------------------------------------------
 
+    def _note_unavailable(self, exc: QueueUnavailable | None) -> None:
+        """Why the app's start could not open the queue (its enqueues raise that), or None."""
+        self._unavailable = exc
+
     def _watch(self, handle: DurableHandle[Any]) -> None:
         self._backend.watch(handle)
 
@@ -372,10 +376,12 @@ class DurableQueue:
                 f"point such as request_tasks(scope).after_response), got {type(starter).__name__}"
             )
         spec, handle, encoded = self._prepare("enqueue_soon", fn, args, delay, key)
-        handle._publisher = starter.start_soon_named(
-            f"enqueue {spec.name}",
-            self._publish_later,
-            Publication(handle, spec, args, encoded, delay, key),
+        handle._publishing(
+            starter.start_soon_named(
+                f"enqueue {spec.name}",
+                self._publish_later,
+                Publication(handle, spec, args, encoded, delay, key),
+            )
         )
         return handle
 
@@ -423,8 +429,7 @@ class DurableQueue:
         stamps = await backend.publish(publications)
         for publication, stamp in zip(publications, stamps, strict=True):
             handle = publication.handle
-            handle._enqueue_ms = stamp
-            handle._published_now()
+            handle._published_at(stamp)
             backend.follow(handle)
 
     # -- find, workers, statistics ----------------------------------------------------------------

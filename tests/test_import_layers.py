@@ -1,0 +1,126 @@
+"""The house rules that import-linter cannot see, read from the source with ``ast``.
+
+- Outside ``trio_bg/_core`` no module writes a private attribute of another object (observers
+  read public views; the core's internals change only through the core).
+- Inside the core, each field of a handle is written by one module, the lifecycle (after the
+  handle's ``__init__``), and the close state of a manager by the close policy only.
+- The instruments' imports of the task machinery are for annotations only (the contract in
+  pyproject.toml ignores exactly those two).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "trio_bg"
+CORE = PACKAGE / "_core"
+SET_UP = {"__init__", "_create", "_init_lifecycle", "_init_closing", "__new__"}
+"""Functions that set every field once, as a constructor does."""
+
+
+def _writes(path: Path) -> list[tuple[int, str, str, str]]:
+    """``(line, object, attribute, function)`` for every assignment, augmented assignment or
+    ``del`` of a private attribute in ``path``, outside the set-up functions."""
+    found: list[tuple[int, str, str, str]] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = function
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = child.name
+            targets: list[ast.expr] = []
+            if isinstance(child, ast.Assign | ast.Delete):
+                targets = list(child.targets)
+            elif isinstance(child, ast.AugAssign | ast.AnnAssign):
+                targets = [child.target]
+            for target in targets:
+                parts = target.elts if isinstance(target, ast.Tuple) else [target]
+                for part in parts:
+                    if (
+                        isinstance(part, ast.Attribute)
+                        and part.attr.startswith("_")
+                        and not part.attr.startswith("__")
+                        and function not in SET_UP
+                    ):
+                        found.append((part.lineno, ast.unparse(part.value), part.attr, function))
+            visit(child, name)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
+
+
+OTHER_LIBRARIES = {
+    ("testing/_fixtures.py", "_force_trio_fixture"): "pytest-trio's own mark for a trio fixture",
+    ("durable/_redis.py", "_lib"): "streaq's Lua library, reloaded after Redis lost its scripts",
+}
+"""Private attributes of other libraries' protocols that trio_bg sets as they document."""
+
+
+def test_no_module_outside_the_core_writes_another_objects_private_attribute() -> None:
+    offending = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} {owner}.{attr} (in {function})"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if CORE not in path.parents
+        for line, owner, attr, function in _writes(path)
+        if owner not in ("self", "cls")
+        and (str(path.relative_to(PACKAGE)), attr) not in OTHER_LIBRARIES
+    ]
+    assert offending == []
+
+
+HANDLE_FIELDS = [
+    "_args",
+    "_attempts",
+    "_cancel_requested",
+    "_finished",
+    "_fn",
+    "_in_queue",
+    "_manager",
+    "_options",
+    "_result",
+    "_scope",
+    "_started",
+    "_state",
+]
+CLOSE_FIELDS = [
+    "_closed",
+    "_close_started",
+    "_close_span",
+    "_shield_deadline",
+    "_report",
+    "_nursery",
+    "_thread",
+]
+
+
+def _writers() -> dict[str, set[str]]:
+    writers: dict[str, set[str]] = defaultdict(set)
+    for path in sorted(CORE.glob("*.py")):
+        for _line, owner, attr, _function in _writes(path):
+            if path.name == "_handle.py" and owner == "self":
+                continue  # the handle's own __init__-time slots (none after it) and properties
+            writers[attr].add(path.name)
+    return writers
+
+
+@pytest.mark.parametrize("field", HANDLE_FIELDS)
+def test_each_field_of_a_handle_is_written_by_the_lifecycle_only(field: str) -> None:
+    assert _writers()[field] <= {"_lifecycle.py"}
+
+
+@pytest.mark.parametrize("field", CLOSE_FIELDS)
+def test_the_close_state_of_a_manager_is_written_by_the_close_policy_only(field: str) -> None:
+    assert _writers()[field] <= {"_closing.py"}
+
+
+def test_the_instruments_import_the_task_machinery_for_annotations_only() -> None:
+    tree = ast.parse((CORE / "_instruments.py").read_text())
+    run_time: list[str] = []
+    for node in tree.body:  # module level only: a TYPE_CHECKING block is an `if` statement
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            run_time.append(node.module or "")
+    assert run_time == ["_log"]
