@@ -357,3 +357,24 @@ async def test_close_deadlines_are_none_while_open_then_the_grace_and_the_cap(
     assert tm.close_deadlines() == trio_bg.CloseDeadlines(
         started=0.0, grace=trio.current_time(), cap=5.0
     )
+
+
+async def test_pending_call_is_the_function_and_arguments_until_the_first_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_bg.open_task_manager(max_running=1) as tm:
+        first = tm.start_soon_named("first", trio.sleep, 1)
+        queued = tm.start_soon_named("queued", sleep_then_return, 1, "done")
+        assert first.pending_call == (trio.sleep, (1,))  # launched, not yet run
+        assert queued.pending_call == (sleep_then_return, (1, "done"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert first.pending_call is None  # running: let go
+        assert queued.pending_call == (sleep_then_return, (1, "done"))  # still queued
+        assert await queued.get() == "done"
+        assert queued.pending_call is None
+        blocker = tm.start_soon_named("blocker", trio.sleep, 1)
+        cancelled = tm.start_soon_named("cancelled", trio.sleep, 1)  # queued behind blocker
+        cancelled.cancel()
+        assert cancelled.state is TaskState.CANCELLED
+        assert cancelled.pending_call is None  # ended before it ran: let go too
+        await blocker.wait()

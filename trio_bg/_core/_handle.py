@@ -171,6 +171,15 @@ class TaskHandle(Generic[T_co]):
         """The de-duplication key given at start, if any."""
         return None if self._options is None else self._options.key
 
+    @property
+    def pending_call(self) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        """The function and positional arguments the task is to be called with, until its first
+        step; None from then on (the handle lets go of them, so a running or finished handle
+        keeps no argument alive). An instrument's ``task_created`` can read them (the
+        dashboard's opt-in arguments column does)."""
+        fn = self._fn
+        return None if fn is None or self._args is None else (fn, self._args)
+
     # -- life ------------------------------------------------------------------------------
 
     @property

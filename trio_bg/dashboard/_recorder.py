@@ -217,10 +217,12 @@ def _keep(table: OrderedDict[int, Any], n: int, value: Any) -> None:
 
 def _call_repr(handle: TaskHandle[Any]) -> str:
     """``(arg, ...; key=value, ...)`` of a task's call, cut to :data:`REPR_LIMIT` characters."""
-    # The call's function and arguments are no public attribute of a handle (they are dropped
-    # when the task starts): the dashboard's opt-in show_args reads them here, at creation.
-    fn = handle._fn  # pyright: ignore[reportPrivateUsage]
-    args: tuple[Any, ...] = handle._args or ()  # pyright: ignore[reportPrivateUsage]
+    # The handle lets go of the call when the task starts: the dashboard's opt-in show_args
+    # reads it here, at creation.
+    call = handle.pending_call
+    if call is None:
+        return "()"
+    fn, args = call
     keywords: dict[str, Any] = {}
     while isinstance(fn, functools.partial):  # add_task(fn, *args, **kwargs) and partials
         args = (*fn.args, *args)
