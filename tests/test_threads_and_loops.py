@@ -47,8 +47,7 @@ async def test_a_start_from_a_thread_trio_started_runs_in_the_manager() -> None:
 
 FOREIGN_THREAD = (
     "start_soon_named() was called from a thread that trio did not start (or after its trio run "
-    "ended): call it in the trio thread, or in a function that trio.to_thread.run_sync runs, "
-    "such as a plain 'def' Starlette or FastAPI endpoint"
+    "ended): call it in the trio thread, or in a function that trio.to_thread.run_sync runs"
 )
 
 
@@ -122,6 +121,41 @@ def test_under_asyncio_every_entry_says_trio_bg_needs_trio() -> None:
         scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
         await TaskMiddleware(_app)(scope, receive, send)
 
-    for entry in (open_directly, request_through_the_middleware):
-        with pytest.raises(RuntimeError, match=exact(message)):
+    core = "trio_bg needs trio, not asyncio: run it in a trio program (trio.run)"
+    for entry, expected in ((open_directly, core), (request_through_the_middleware, message)):
+        with pytest.raises(RuntimeError, match=exact(expected)):
             asyncio.run(entry())
+
+
+async def test_a_request_start_from_a_foreign_thread_names_the_usual_source() -> None:
+    """The core's message knows no framework; a request manager (the ASGI layer) adds where such
+    a start usually belongs: a plain ``def`` endpoint."""
+    import threading
+
+    from tests.asgi_server import running
+
+    errors: list[BaseException] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        tasks = request_tasks(scope)
+
+        def foreign() -> None:
+            try:
+                tasks.start_soon_named("double", _double, 1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=foreign)
+        thread.start()
+        await trio.to_thread.run_sync(thread.join)
+        assert tasks.statistics().started == 0
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async with running(TaskMiddleware(app)) as server:
+        assert (await server.client.get("/")).status_code == 204
+    assert [str(e) for e in errors] == [
+        FOREIGN_THREAD + ", such as a plain 'def' Starlette or FastAPI endpoint"
+    ]

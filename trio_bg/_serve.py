@@ -25,6 +25,7 @@ from ._core._state import TaskState
 from ._core._threads import abandoned_threads
 from ._core._trio_only import require_trio
 from ._shutdown_notice import announce_shutdown, clear_shutdown_notice
+from .asgi._advice import SERVE_UNDER_TRIO
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -90,7 +91,7 @@ async def serve(
     Cancelling the caller cancels the server without a graceful shutdown; the signal handlers
     stay until the server has stopped.
     """
-    require_trio()
+    require_trio(SERVE_UNDER_TRIO)
     import hypercorn.trio
     from hypercorn.config import Config
 

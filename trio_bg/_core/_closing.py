@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, NoReturn, final
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, final
 
 import trio
 
@@ -24,7 +24,7 @@ from ._lifecycle import TaskLifecycle
 from ._log import logger
 from ._statistics import CloseDeadlines, ShutdownReport
 from ._text import quoted
-from ._trio_only import require_trio
+from ._trio_only import RUN_UNDER_TRIO, require_trio
 from ._where import wait_points
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class TaskManagerContext(AbstractAsyncContextManager["TaskManager"]):
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     async def __aenter__(self) -> TaskManager:
-        require_trio()
+        require_trio(self._manager._trio_advice)
         manager = self._manager
         if self._nursery_cm is not None or manager._closed:
             raise RuntimeError("this open_task_manager() was already entered")
@@ -156,6 +156,13 @@ class TaskClosing(TaskLifecycle):
         self._close_started = 0.0
         self._close_span = self._report = None
         self._thread = threading.get_ident()
+
+    _trio_advice: ClassVar[str] = RUN_UNDER_TRIO
+    """What ``trio_bg needs trio, not asyncio`` advises when the manager is entered under another
+    event loop (a request manager names the server option)."""
+    _thread_advice: ClassVar[str] = ""
+    """Appended to the message of a start from a thread trio did not start (a request manager
+    names the usual source: a plain ``def`` endpoint)."""
 
     if TYPE_CHECKING:  # the manager's, used by the close
 

@@ -339,8 +339,8 @@ class TaskManager(TaskClosing, TaskStarter):
         held: bool,
     ) -> TaskHandle[Any]:
         """A start from another thread: done in the manager's trio thread, if this thread is one
-        that trio started (``trio.to_thread.run_sync``: a plain ``def`` endpoint of Starlette or
-        FastAPI), and refused otherwise, before anything is created or counted."""
+        that trio started (``trio.to_thread.run_sync``: a plain ``def`` endpoint of an ASGI
+        framework, for one), and refused otherwise, before anything is created or counted."""
 
         def start() -> outcome.Outcome[TaskHandle[Any]]:
             return outcome.capture(
@@ -357,8 +357,7 @@ class TaskManager(TaskClosing, TaskStarter):
             raise RuntimeError(
                 f"{method}() was called from a thread that trio did not start (or after its "
                 "trio run ended): call it in the trio thread, or in a function that "
-                "trio.to_thread.run_sync runs, such as a plain 'def' Starlette or FastAPI "
-                "endpoint"
+                f"trio.to_thread.run_sync runs{self._thread_advice}"
             ) from None
         return result.unwrap()
 

@@ -26,6 +26,7 @@ from .._core._manager import TaskManager, check_instruments
 from .._core._state import Timing
 from .._core._trio_only import not_trio
 from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
+from ._advice import SERVE_UNDER_TRIO
 from ._lifespan import InnerLifespan
 from ._naming import RequestNamer
 from ._request import RequestTaskManager
@@ -212,7 +213,7 @@ class TaskMiddleware:
         message = await receive()
         if message["type"] != "lifespan.startup":
             raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
-        refusal = not_trio()
+        refusal = not_trio(SERVE_UNDER_TRIO)
         if refusal is not None:  # before any trio call: fail the startup, so the server stops
             await send({"type": "lifespan.startup.failed", "message": refusal})
             raise RuntimeError(refusal)

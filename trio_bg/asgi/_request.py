@@ -40,6 +40,7 @@ from .._core._manager import TaskManager
 from .._core._options import TaskOptions
 from .._core._starter import TaskStarter
 from .._core._state import Timing
+from ._advice import FROM_A_SYNC_ENDPOINT, SERVE_UNDER_TRIO
 from ._naming import RequestNamer
 from ._types import Scope
 
@@ -75,6 +76,8 @@ class RequestTaskManager(TaskManager):
     """
 
     __slots__ = ("_fired", "_method", "_namer", "_opened", "_request_scope", "_route", "_status")
+    _trio_advice = SERVE_UNDER_TRIO
+    _thread_advice = FROM_A_SYNC_ENDPOINT
     _fired: int  # a bit per timing point that has come (_BITS), and _FAILED
     _method: str
     _namer: RequestNamer | None  # TaskMiddleware(request_name=...), for unrouted requests

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, final
 from .._core import _registry
 from .._core._log import logger
 from .._core._trio_only import not_trio, require_trio
+from ..asgi._advice import SERVE_UNDER_TRIO
 from ..asgi._types import Message, Receive, Scope, Send
 from . import _auth
 from ._durable import DurableSection, check_queues
@@ -123,7 +124,7 @@ class Dashboard:
         if kind == "lifespan":  # served on its own: nothing to start or stop
             await _lifespan(receive, send)
             return
-        require_trio()
+        require_trio(SERVE_UNDER_TRIO)
         if kind != "http":
             raise RuntimeError(f"the dashboard serves http only, not {kind!r}")
         answer = _Answer(send)
@@ -280,7 +281,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            refusal = not_trio()
+            refusal = not_trio(SERVE_UNDER_TRIO)
             if refusal is not None:  # fail the startup, so the server stops
                 await send({"type": "lifespan.startup.failed", "message": refusal})
                 raise RuntimeError(refusal)

@@ -17,6 +17,7 @@ import trio
 
 from .._core._log import logger
 from .._core._trio_only import require_trio
+from ..asgi._advice import SERVE_UNDER_TRIO
 from ..asgi._types import Message, WrappedApp
 from ._activity import AppActivity
 
@@ -71,7 +72,7 @@ async def run_lifespan(app: WrappedApp) -> AsyncGenerator[LifespanApp, None]:
     An exception from the block comes out unchanged, after the shutdown. Cancelling the block
     cancels the lifespan call without one.
     """
-    require_trio()
+    require_trio(SERVE_UNDER_TRIO)
     activity = AppActivity(app)
     call = _LifespanCall(activity)
     failure: Exception | None = None

@@ -17,6 +17,7 @@ import trio
 from .._core._checks import check_seconds
 from .._core._manager import TaskManager
 from .._core._trio_only import require_trio
+from ..asgi._advice import SERVE_UNDER_TRIO
 from ..asgi._types import WrappedApp
 from ._activity import AppActivity
 
@@ -92,7 +93,7 @@ async def serve_app(
     An exception from the block comes out unchanged, after the graceful shutdown. Cancelling
     the block cancels the server without one.
     """
-    require_trio()
+    require_trio(SERVE_UNDER_TRIO)
     import httpx
     import hypercorn.trio
     from hypercorn.config import Config
