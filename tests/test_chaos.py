@@ -53,6 +53,7 @@ from hypothesis.stateful import (
 )
 
 import trio_bg
+from tests.workload import PlannedFailure, Step, steps, work_for
 from trio_bg import Retry, TaskCancelled, TaskHandle, TaskManager, TaskRejected, TaskState
 from trio_bg.testing import check_accounting
 
@@ -86,48 +87,10 @@ RECENT_LIMIT = 5  # small, so that examples overflow it
 RETRY = Retry(attempts=3, backoff=1, jitter=False)
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What a started task does."""
+Spec = Step
+"""What a started task does: ``n`` is how many attempts of a ``retry`` task fail."""
 
-    kind: str
-    seconds: int  # how long its work takes
-    failures: int = 0  # retry: how many attempts fail before one succeeds
-
-
-specs = st.builds(
-    Spec,
-    kind=st.sampled_from(KINDS),
-    seconds=st.integers(0, 4),
-    failures=st.integers(0, 4),
-)
-
-
-class PlannedFailure(Exception):
-    """What a ``fail`` task raises."""
-
-
-def work_for(spec: Spec) -> tuple[Callable[[], Awaitable[object]], object]:
-    """The task function for ``spec`` and the value it returns if it succeeds."""
-    value = object()  # identity tells the task's own value from any other
-    attempts = 0
-
-    async def work() -> object:
-        nonlocal attempts
-        attempts += 1
-        if spec.kind == "hang":
-            await trio.sleep_forever()
-        if spec.kind == "timeout":
-            await trio.sleep(spec.seconds + 1)  # longer than its timeout
-        else:
-            await trio.sleep(spec.seconds)
-        if spec.kind == "fail":
-            raise PlannedFailure(f"planned failure after {spec.seconds} s")
-        if spec.kind == "retry" and attempts <= spec.failures:
-            raise ConnectionError(f"attempt {attempts}")
-        return value
-
-    return work, value
+specs = steps(KINDS, gaps=(0, 0), most_n=4)
 
 
 @dataclass
@@ -345,7 +308,7 @@ class ChaosMachine(RuleBasedStateMachine):
         """Start ``spec`` on ``starter`` and check the outcome against the prediction."""
         expected = self.expected_refusal(key)
         before = self.tm.statistics()
-        work, value = work_for(spec)
+        work, value = work_for(spec.kind, spec.seconds, spec.n)
         try:
             handle = starter.start_soon_named(
                 spec.kind,
@@ -561,7 +524,7 @@ class ChaosMachine(RuleBasedStateMachine):
         spec = task.spec
         if state is TaskState.SUCCEEDED:
             assert spec.kind in ("succeed", "shield") or (
-                spec.kind == "retry" and spec.failures < RETRY.attempts
+                spec.kind == "retry" and spec.n < RETRY.attempts
             ), (spec, handle)
             result = handle.outcome
             assert result is not None and result.unwrap() is task.value
@@ -574,7 +537,7 @@ class ChaosMachine(RuleBasedStateMachine):
             }
             assert isinstance(error, expected_error[spec.kind]), (spec, error)
             if spec.kind == "retry":
-                assert spec.failures >= RETRY.attempts
+                assert spec.n >= RETRY.attempts
                 assert handle.attempts == RETRY.attempts
         elif state is TaskState.CANCELLED:
             assert handle.outcome is None

@@ -16,18 +16,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import trio_bg
-from trio_bg import Retry, TaskHandle, TaskManager, TaskRejected, TaskState
+from tests.workload import Step, start_step, steps
+from trio_bg import TaskHandle, TaskManager, TaskRejected, TaskState
 from trio_bg.testing import check_accounting as adds_up
 
 KINDS = ("succeed", "fail", "sleep", "cancel", "timeout", "shield", "retry")
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: str
-    gap: int  # seconds to wait before the step
-    seconds: int  # how long the task's work takes
-    n: int  # which handle to cancel / how many times a retried task fails
 
 
 @dataclass(frozen=True)
@@ -41,16 +34,9 @@ class Schedule:
     async_handler: bool
 
 
-steps = st.builds(
-    Step,
-    kind=st.sampled_from(KINDS),
-    gap=st.integers(0, 2),
-    seconds=st.integers(0, 4),
-    n=st.integers(0, 20),
-)
 schedules = st.builds(
     Schedule,
-    steps=st.lists(steps, max_size=20),
+    steps=st.lists(steps(KINDS, most_n=20), max_size=20),
     max_running=st.sampled_from([None, 1, 2, 3]),
     max_pending=st.sampled_from([None, 0, 1, 2]),
     grace_period=st.integers(0, 3),
@@ -58,30 +44,6 @@ schedules = st.builds(
     close_at=st.integers(0, 16).map(lambda t: t + 0.5),
     async_handler=st.booleans(),
 )
-
-
-async def succeed(seconds: float) -> int:
-    await trio.sleep(seconds)
-    return 1
-
-
-async def fail(seconds: float) -> None:
-    await trio.sleep(seconds)
-    raise ValueError("planned failure")
-
-
-def flaky(failures: int, seconds: float) -> Any:
-    attempts = 0
-
-    async def run() -> str:
-        nonlocal attempts
-        attempts += 1
-        await trio.sleep(seconds)
-        if attempts <= failures:
-            raise ConnectionError(f"attempt {attempts}")
-        return "recovered"
-
-    return run
 
 
 def check_accounting(tm: TaskManager, handles: list[TaskHandle[Any]], rejected: int) -> None:
@@ -138,22 +100,8 @@ async def run_schedule(schedule: Schedule) -> None:
                         if step.kind == "cancel":
                             if handles:
                                 handles[step.n % len(handles)].cancel()
-                        elif step.kind == "succeed":
-                            handles.append(tm.start_soon(succeed, step.seconds))
-                        elif step.kind == "fail":
-                            handles.append(tm.start_soon(fail, step.seconds))
-                        elif step.kind == "sleep":
-                            handles.append(tm.start_soon(trio.sleep, 100 + step.seconds))
-                        elif step.kind == "timeout":
-                            handles.append(
-                                tm.start_soon(succeed, step.seconds + 1, timeout=step.seconds)
-                            )
-                        elif step.kind == "shield":
-                            handles.append(tm.start_soon(succeed, 3 * step.seconds, shield=True))
                         else:
-                            retry = Retry(attempts=3, backoff=step.seconds / 2, jitter=False)
-                            work = flaky(step.n % 5, step.seconds)
-                            handles.append(tm.start_soon_named("flaky", work, retry=retry))
+                            handles.append(start_step(tm, step))
                     except TaskRejected:
                         rejected += 1
                     check_accounting(tm, handles, rejected)

@@ -42,12 +42,19 @@ async def raise_huge() -> None:
     raise ValueError("x" * 1_000_000)
 
 
-def test_the_redis_error_record_of_a_hostile_exception_is_json() -> None:
-    for exc in (StrRaises(), ValueError("\udcff\x00"), ValueError("y" * 1_000_000)):
-        record = json.loads(dumps(exc))[ERROR_KEY]
-        message = record["message"]
-        message.encode("utf-8")
-        assert len(message) <= 1000
+@pytest.mark.parametrize(
+    "exc",
+    [StrRaises(), ValueError("\udcff\x00"), ValueError("y" * 1_000_000)],
+    ids=["str-raises", "surrogate-and-nul", "a-megabyte"],
+)
+def test_the_redis_error_record_of_a_hostile_exception_is_json(exc: BaseException) -> None:
+    record = json.loads(dumps(exc))[ERROR_KEY]
+    message = record["message"]
+    message.encode("utf-8")
+    assert len(message) <= 1000
+
+
+def test_an_unprintable_exception_is_named_in_its_error_record() -> None:
     assert json.loads(dumps(StrRaises()))[ERROR_KEY]["message"] == (
         "<unprintable StrRaises: RuntimeError in __str__>"
     )

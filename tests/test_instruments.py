@@ -36,6 +36,7 @@ from tests.test_asgi_timing_scripted import (
     Timeline,
     http_scope,
 )
+from tests.workload import TASK_KINDS, Step, fail, start_step, steps
 from trio_bg import (
     Instrument,
     Retry,
@@ -720,14 +721,6 @@ KINDS = (
 
 
 @dataclass(frozen=True)
-class Step:
-    kind: str
-    gap: int  # seconds to wait before the step
-    seconds: int  # how long the task's work takes
-    n: int  # which handle to cancel / failures before success / key / request variant
-
-
-@dataclass(frozen=True)
 class Schedule:
     steps: list[Step]
     max_running: int | None
@@ -739,43 +732,13 @@ class Schedule:
 
 schedules = st.builds(
     Schedule,
-    steps=st.lists(
-        st.builds(
-            Step,
-            kind=st.sampled_from(KINDS),
-            gap=st.integers(0, 2),
-            seconds=st.integers(0, 4),
-            n=st.integers(0, 19),
-        ),
-        min_size=3,
-        max_size=20,
-    ),
+    steps=st.lists(steps(KINDS), min_size=3, max_size=20),
     max_running=st.sampled_from([None, 1, 1, 2]),
     max_pending=st.sampled_from([None, 0, 2]),
     grace_period=st.integers(0, 3),
     close_at=st.integers(2, 20).map(lambda t: t + 0.5),
     max_tasks_per_request=st.integers(1, 4),
 )
-
-
-@dataclass
-class Flaky:
-    """A task that fails its first ``failures`` attempts, each after ``seconds``."""
-
-    failures: int
-    seconds: float
-
-    async def run(self) -> str:
-        await trio.sleep(self.seconds)
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("flaky")
-        return "recovered"
-
-
-async def fail(seconds: float) -> None:
-    await trio.sleep(seconds)
-    raise ValueError("planned failure")
 
 
 async def scripted_request(scope: Scope, receive: Any, send: Any) -> None:
@@ -892,33 +855,8 @@ async def run_schedule(schedule: Schedule) -> None:
                         check(tm)
                         started: TaskHandle[Any] | None = None
                         with contextlib.suppress(TaskRejected):
-                            if step.kind == "succeed":
-                                started = tm.start_soon(sleep_then_return, step.seconds, 1)
-                            elif step.kind == "fail":
-                                started = tm.start_soon(fail, step.seconds)
-                            elif step.kind == "retry":
-                                retry = Retry(attempts=3, backoff=step.seconds / 2, jitter=False)
-                                flaky = Flaky(step.n % 5, step.seconds)
-                                started = tm.start_soon_named("flaky", flaky.run, retry=retry)
-                            elif step.kind == "timeout":
-                                retry = Retry(attempts=2, backoff=1, jitter=False)
-                                started = tm.start_soon(
-                                    sleep_then_return,
-                                    step.seconds + 1,
-                                    1,
-                                    timeout=step.seconds,
-                                    retry=retry if step.n % 2 else None,
-                                )
-                            elif step.kind == "forever":
-                                started = tm.start_soon(trio.sleep_forever, shield=step.n % 3 == 0)
-                            elif step.kind == "keyed":
-                                started = tm.start_soon_named(
-                                    "keyed",
-                                    sleep_then_return,
-                                    step.seconds,
-                                    1,
-                                    key=f"k{step.n % 2}",
-                                )
+                            if step.kind in TASK_KINDS:
+                                started = start_step(tm, step)
                             elif step.kind == "group":
                                 started = group.start_soon(sleep_then_return, step.seconds, 1)
                             elif step.kind == "cancel":

@@ -1,6 +1,6 @@
-"""Threads and event loops (DESIGN.md): a start from a thread trio started runs in the manager,
-any other thread is refused before anything is counted, a sync Starlette endpoint works, and
-under asyncio every entry point says trio_bg needs trio."""
+"""Threads (DESIGN.md): a start from a thread trio started runs in the manager, any other thread
+is refused before anything is counted, a sync Starlette endpoint works. Event loops: under
+asyncio every entry point says trio_bg needs trio (tests/test_asyncio.py, one case per entry)."""
 
 from __future__ import annotations
 
@@ -97,34 +97,6 @@ async def test_a_sync_starlette_endpoint_starts_request_and_app_tasks() -> None:
         await server.wait_idle()
         assert trio_bg.find_task(response.text) is not None
     assert sorted(seen) == ["after", "app"]
-
-
-def test_under_asyncio_every_entry_says_trio_bg_needs_trio() -> None:
-    import asyncio
-
-    message = (
-        "trio_bg needs trio, not asyncio: run Hypercorn with --worker-class trio "
-        "(hypercorn --worker-class trio module:app), or python -m trio_bg serve module:app"
-    )
-
-    async def open_directly() -> None:
-        async with trio_bg.open_task_manager():
-            pass
-
-    async def request_through_the_middleware() -> None:
-        async def receive() -> dict[str, object]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: object) -> None:
-            del message
-
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
-        await TaskMiddleware(_app)(scope, receive, send)
-
-    core = "trio_bg needs trio, not asyncio: run it in a trio program (trio.run)"
-    for entry, expected in ((open_directly, core), (request_through_the_middleware, message)):
-        with pytest.raises(RuntimeError, match=exact(expected)):
-            asyncio.run(entry())
 
 
 async def test_a_request_start_from_a_foreign_thread_names_the_usual_source() -> None:
