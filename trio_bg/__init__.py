@@ -19,8 +19,10 @@ from ._core._instruments import add_instrument as add_instrument
 from ._core._instruments import remove_instrument as remove_instrument
 from ._core._manager import TaskManager as TaskManager
 from ._core._manager import open_task_manager as open_task_manager
+from ._core._progress import Progress as Progress
 from ._core._registry import find_task as find_task
 from ._core._registry import set_recent_limit as set_recent_limit
+from ._core._reporting import report_progress as report_progress
 from ._core._retry import Retry as Retry
 from ._core._starter import TaskStarter as TaskStarter
 from ._core._state import TaskState as TaskState
@@ -40,6 +42,7 @@ __all__ = [
     "CloseDeadlines",
     "ErrorHandler",
     "Instrument",
+    "Progress",
     "Retry",
     "ShutdownReport",
     "TaskCancelled",
@@ -59,6 +62,7 @@ __all__ = [
     "find_task",
     "open_task_manager",
     "remove_instrument",
+    "report_progress",
     "serve",
     "set_recent_limit",
 ]

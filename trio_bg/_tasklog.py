@@ -43,6 +43,16 @@ class TaskLog(Instrument):
     def task_started(self, handle: TaskHandle[Any]) -> None:
         logger.debug("task %r (%s) started", handle.name, handle.id, extra=_fields(handle))
 
+    def task_progress(self, handle: TaskHandle[Any]) -> None:
+        progress = handle.progress
+        if progress is None:
+            return
+        fields = _fields(handle)
+        shown = "" if progress.fraction is None else f"{progress.fraction:.0%}"
+        if progress.message is not None:
+            shown = f"{shown} {progress.message!r}" if shown else repr(progress.message)
+        logger.debug("task %r (%s) progress %s", handle.name, handle.id, shown, extra=fields)
+
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         fields = _fields(handle)
         finished = handle.finished_time

@@ -150,6 +150,21 @@ class OpenTelemetryInstrument(Instrument):
             timestamp=_ns(time.time()),
         )
 
+    def task_progress(self, handle: TaskHandle[Any]) -> None:
+        task = self._spans.get(handle.number)
+        progress = handle.progress
+        if task is None or progress is None:
+            return  # created before this instrument was installed
+        self._note_started(task, handle)
+        attributes: dict[str, str | float] = {}
+        if progress.fraction is not None:
+            attributes["trio_bg.task.progress"] = progress.fraction
+        if progress.message is not None:
+            attributes["trio_bg.task.progress_message"] = progress.message
+        task.span.add_event(
+            "trio_bg.task.progress", attributes, timestamp=_ns(progress.at.timestamp())
+        )
+
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         task = self._spans.pop(handle.number, None)
         if task is None:

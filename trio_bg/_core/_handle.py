@@ -15,6 +15,7 @@ from ._state import TaskState, Timing
 
 if TYPE_CHECKING:
     from ._options import TaskOptions
+    from ._progress import Progress
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -33,6 +34,8 @@ class TaskOwner(Protocol):
     def name(self) -> str: ...
 
     def _cancel_handle(self, handle: TaskHandle[Any], /) -> None: ...
+
+    def _task_progress(self, handle: TaskHandle[Any], progress: Progress, /) -> None: ...
 
 
 _now = time.time
@@ -74,6 +77,7 @@ class TaskHandle(Generic[T_co]):
         "_n",
         "_name",
         "_options",
+        "_progress",
         "_result",
         "_scope",
         "_shield",
@@ -98,6 +102,7 @@ class TaskHandle(Generic[T_co]):
     _attempts: int
     _cancel_requested: bool
     _in_queue: bool
+    _progress: Progress
 
     def __init__(
         self,
@@ -197,6 +202,14 @@ class TaskHandle(Generic[T_co]):
         """How many times the function has been called (0 before it started; retries count)."""
         # A plain task that ran was called once; only retried or timed tasks count here.
         return getattr(self, "_attempts", 1 if hasattr(self, "_started") else 0)
+
+    @property
+    def progress(self) -> Progress | None:
+        """What the task last said of how far it is (``trio_bg.report_progress``): a
+        :class:`~trio_bg.Progress` with ``fraction``, ``message`` and ``at``; None until it
+        says anything. Kept once the task has finished."""
+        progress: Progress | None = getattr(self, "_progress", None)
+        return progress
 
     @property
     def created_at(self) -> datetime:

@@ -29,7 +29,8 @@ class Instrument:
 
     Hooks are plain (synchronous) methods, called in the trio thread, in this order for each
     task, each exactly once: ``task_created`` -> ``task_started`` -> ``task_retrying`` (once per
-    failed attempt that is retried) -> ``task_finished``. A task cancelled, or discarded, before
+    failed attempt that is retried) -> ``task_finished``; ``task_progress`` comes between the
+    start and the finish, once per ``report_progress`` call. A task cancelled, or discarded, before
     it got a running slot goes ``task_created`` -> ``task_finished``. A start that is refused
     calls ``task_rejected`` only (no handle exists). An instrument sees the transitions that come
     after it was installed: a task already active then shows only its later hooks. A hook must
@@ -56,6 +57,10 @@ class Instrument:
     def task_retrying(self, handle: TaskHandle[Any], exc: BaseException, delay: float) -> None:
         """An attempt failed with ``exc``; the next one begins in ``delay`` seconds."""
 
+    def task_progress(self, handle: TaskHandle[Any]) -> None:
+        """A RUNNING task reported how far it is: ``handle.progress`` is what it said. Called
+        once per ``trio_bg.report_progress`` call (a task may call it often: keep this cheap)."""
+
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         """The task reached its terminal state; its outcome (if any) is set."""
 
@@ -74,6 +79,7 @@ HOOK_NAMES = (
     "task_created",
     "task_started",
     "task_retrying",
+    "task_progress",
     "task_finished",
     "task_rejected",
 )

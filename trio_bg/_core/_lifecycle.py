@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,6 +37,9 @@ from ._instruments import NO_HOOKS, Hooks, InstrumentSet, call_hooks, hooks_for
 from ._log import logger
 from ._state import TaskState
 from ._statistics import TaskStatistics
+
+if TYPE_CHECKING:
+    from ._progress import Progress
 
 _now = time.time
 _PENDING = TaskState.PENDING
@@ -224,6 +227,14 @@ class TaskLifecycle:
             scope.cancel()
             return
         self._task_finished(handle, _CANCELLED, None, True)
+
+    def _task_progress(self, handle: TaskHandle[Any], progress: Progress) -> None:
+        """A RUNNING task reported how far it is (``trio_bg.report_progress``)."""
+        if handle._state is not _RUNNING:
+            return  # a report from a task's leftover child after it ended: nothing to update
+        handle._progress = progress
+        if "task_progress" in self._hooks:
+            call_hooks(self._hooks, self, "task_progress", handle)
 
     def _task_finished(
         self, handle: TaskHandle[Any], state: TaskState, result: Any, report: bool

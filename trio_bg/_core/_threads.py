@@ -11,11 +11,14 @@ the trio thread (trio calls both there), so no lock is needed. The count is per 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, cast, final
 
 import trio
 
 from ._log import logger
+from ._progress import Progress, reporter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,6 +60,8 @@ async def run_in_thread(
     thread ends at last.
     """
     borrow = _Borrow(manager._limiter or trio.to_thread.current_default_thread_limiter())
+    # The thread runs in a copy of this context: report_progress there finds its task here.
+    reporting = reporter.set(functools.partial(_report_from_thread, manager, handle))
     try:
         # trio takes any object with the two *_on_behalf_of methods as its limiter.
         return await trio.to_thread.run_sync(
@@ -66,6 +71,15 @@ async def run_in_thread(
         if borrow.holding:  # the thread was started and has not ended: abandoned
             borrow.abandon(manager, handle)
         raise
+    finally:
+        reporter.reset(reporting)
+
+
+def _report_from_thread(manager: TaskManager, handle: TaskHandle[Any], progress: Progress) -> None:
+    """A sync task's ``report_progress``, in its worker thread: handed to the trio thread. An
+    abandoned thread whose trio run has ended reports to nobody."""
+    with contextlib.suppress(trio.RunFinishedError):
+        trio.from_thread.run_sync(manager._task_progress, handle, progress)
 
 
 @final

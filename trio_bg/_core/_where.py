@@ -96,6 +96,19 @@ def wait_points(nursery: trio.Nursery | None) -> dict[int, WaitPoint]:
     return points
 
 
+def current_handle() -> Any:
+    """The handle of the trio_bg task the current trio task runs in (itself, or an ancestor
+    through the nurseries between them), or None. Call it in the trio thread."""
+    task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+    while task is not None:
+        frame: FrameType | None = getattr(task.coro, "cr_frame", None)
+        if frame is not None and frame.f_code is _RUN_TASK:
+            return frame.f_locals.get("handle")
+        nursery = task.parent_nursery
+        task = None if nursery is None else nursery.parent_task
+    return None
+
+
 def task_coroutines(nursery: trio.Nursery | None) -> dict[int, Any]:
     """The coroutine running each RUNNING task in a manager's ``nursery``, by task number."""
     if nursery is None:

@@ -181,6 +181,9 @@ class Recorder(Instrument):
             timeline.append(retry)
         self._changed()
 
+    def task_progress(self, handle: TaskHandle[Any]) -> None:
+        self._changed()  # the page reads handle.progress itself
+
     def task_finished(self, handle: TaskHandle[Any]) -> None:
         state = handle.state.value
         self._count(2 if state == "succeeded" else 3 if state == "failed" else 4)

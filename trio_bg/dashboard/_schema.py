@@ -112,7 +112,15 @@ class Snapshot:
             "where": None,
             "waiting": None,
             "stack": [],
+            "progress": None,
         }
+        progress = handle.progress
+        if progress is not None:
+            data["progress"] = {
+                "fraction": progress.fraction,
+                "message": progress.message,
+                "at": progress.at.isoformat(),
+            }
         result = handle.outcome if state.done else None
         if isinstance(result, outcome.Error):
             error = result.error

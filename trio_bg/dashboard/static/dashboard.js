@@ -119,6 +119,16 @@
       detail.append(el("div", { class: "where", title: t.stack.join("\n"),
         text: "at " + t.where.function + " (" + file + ")" }));
     }
+    if (t.progress) {  // what the task last said of how far it is: a bar and its message
+      const p = t.progress;
+      const bar = el("div", { class: "progress", "data-progress": p.fraction === null ? "" : String(p.fraction) });
+      if (p.fraction !== null) {
+        bar.append(el("progress", { max: "1", value: String(p.fraction) }),
+          el("span", { class: "percent", text: Math.round(p.fraction * 100) + "%" }));
+      }
+      if (p.message !== null) bar.append(el("span", { class: "progress-message", text: p.message }));
+      detail.append(bar);
+    }
     if (t.error) detail.append(el("div", { class: "error", text: t.error.type + ": " + t.error.message }));
     if (t.retries.length) {
       const steps = t.retries.map((r) =>
