@@ -28,6 +28,7 @@ TASK_FIELDS = {
     "id", "name", "state", "manager", "group", "key", "timing", "shielded",
     "created_at", "started_at", "finished_at", "age", "wait", "duration",
     "attempts", "retries", "cancel_in", "cap_in", "error", "where", "waiting", "stack",
+    "progress",
 }  # fmt: skip
 MANAGER_FIELDS = {
     "name", "kind", "closed", "statistics", "active", "active_more", "recent", "request",

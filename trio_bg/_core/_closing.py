@@ -220,6 +220,9 @@ class TaskClosing(TaskLifecycle):
         started = self._close_started = trio.current_time()
         if self._held:
             self._drop_held(report=True)
+        if self._services:  # periodic schedules stop at once: the runs they started do not
+            for handle in [h for h in self._active.values() if _is_service(h)]:
+                self._cancel_task(handle, requested=True)
         caught: BaseException | None = None
         if self._active and not aborted and self._grace == _INF and not self._shielded:
             # Nothing to cap: the nursery's own exit waits for the tasks (one scheduling pass
@@ -343,6 +346,11 @@ its next checkpoint ends within one scheduling pass, so one second is ample, and
 the line to come before an operator gives up."""
 STUCK_INTERVAL = 10.0
 """Seconds between the repeated WARNING lines while stuck tasks remain."""
+
+
+def _is_service(handle: TaskHandle[Any]) -> bool:
+    options = handle._options
+    return options is not None and options.service
 
 
 def _names(handles: list[TaskHandle[Any]], most: int = 5) -> str:

@@ -78,6 +78,7 @@ class TaskLifecycle:
         "_recent",
         "_rejected",
         "_running",
+        "_services",
         "_shielded",
         "_started",
         "_succeeded",
@@ -92,6 +93,7 @@ class TaskLifecycle:
     _dropped: list[TaskHandle[Any]] | None
     _idle: trio.Event | None
     _shielded: int
+    _services: int
     _hooks: Hooks
     _instruments: InstrumentSet | None
     _started: int
@@ -121,6 +123,7 @@ class TaskLifecycle:
         self._instruments = instruments
         self._started = self._pending = self._queued = self._running = 0
         self._succeeded = self._failed = self._cancelled = self._rejected = self._shielded = 0
+        self._services = 0
 
     def statistics(self) -> TaskStatistics:
         """A frozen snapshot of the counters."""
@@ -151,6 +154,8 @@ class TaskLifecycle:
                 self._keys[options.key] = handle
             if options.group is not None:
                 options.group._add(handle)
+            if options.service:
+                self._services += 1
         hooks = self._hooks
         if running and not hooks:
             # Straight to RUNNING: with no instrument to see it, the PENDING step is only two
@@ -279,6 +284,8 @@ class TaskLifecycle:
                 del keys[key]
             if options.group is not None:
                 options.group._task_done()
+            if options.service:
+                self._services -= 1
         recent = self._recent
         if recent is not None:
             recent.append(handle)  # handed to the process-wide history when the manager closes

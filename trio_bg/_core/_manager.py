@@ -10,14 +10,15 @@ state with its result captured. Every transition and counter update is in
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import itertools
 import math
 import threading
 import types
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, Unpack, cast
 
 import outcome
 import trio
@@ -31,8 +32,11 @@ from ._group import TaskGroup
 from ._handle import ErrorHandler, TaskHandle
 from ._instruments import Instrument, InstrumentSet
 from ._options import TaskOptions
+from ._periodic import run_schedule
+from ._retry import Retry
 from ._runner import run_task
-from ._starter import TaskStarter
+from ._schedule import make_schedule
+from ._starter import PosArgsT, TaskStarter, task_options
 from ._state import TaskState, Timing
 from ._where import WaitPoint, wait_points
 
@@ -452,6 +456,67 @@ class TaskManager(TaskClosing, TaskStarter):
         ``active_tasks``.
         """
         return TaskGroup._create(self, name)
+
+    # -- periodic tasks --------------------------------------------------------------------
+
+    def start_periodic_named(
+        self,
+        name: str,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[Any]] | Callable[[Unpack[PosArgsT]], Any],
+        *args: Unpack[PosArgsT],
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        overlap: Literal["skip", "allow"] = "skip",
+        shield: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> TaskHandle[None]:
+        """Run ``fn(*args)`` periodically in this process: ``every=30`` seconds, or at the
+        instants of ``cron="0 3 * * *"`` in time zone ``tz`` (default UTC; the ``cron`` extra).
+
+        Each run is a task of its own called ``name``, started with ``shield``, ``timeout``,
+        ``retry`` and ``on_error`` as a start would be. ``every`` counts from now (the first run
+        ``every`` seconds after this call); with ``overlap="skip"`` an instant that comes while
+        the previous run is still active is skipped. This schedule is per process: N Hypercorn
+        workers run it N times (a durable queue's ``@queue.periodic`` runs each instant once).
+
+        Returns the schedule's own handle (a task called ``"<name> (every 30 s)"``): cancelling
+        it stops the schedule; a run already started goes on. The manager's close stops its
+        schedules first, and its shutdown report does not name them.
+
+        Raises:
+            TypeError, ValueError: a wrong schedule (neither or both of ``every`` and ``cron``,
+                a bad expression or zone), a bad option or arguments ``fn`` cannot take; nothing
+                is started.
+            RuntimeError: ``cron`` without the cronsim package.
+            TaskRejected: the manager is closed.
+        """
+        method = "start_periodic_named"
+        check_name("task name", name)
+        schedule = make_schedule(every, cron, tz)
+        if overlap not in ("skip", "allow"):
+            raise ValueError(f"overlap must be 'skip' or 'allow', got {overlap!r}")
+        if type(fn) is not _FunctionType or fn.__code__.co_flags & _CO_GENERATORS:
+            reject_non_function(method, fn)
+        check_arguments(method, name, fn, args)
+        if shield is not False and shield is not True:
+            raise TypeError(f"shield must be a bool, got {type(shield).__name__}")
+        given = timeout is not None or retry is not None or on_error is not None
+        if given:
+            task_options(timeout, retry, on_error, None, False).validate()
+
+        def options() -> TaskOptions | None:
+            return task_options(timeout, retry, on_error, None, False) if given else None
+
+        body = functools.partial(
+            run_schedule, self, name=name, fn=fn, args=args, schedule=schedule,
+            overlap=overlap, shield=shield, options=options,
+        )  # fmt: skip
+        service = TaskOptions()
+        service.service = True
+        return self._spawn(method, f"{name} ({schedule.describe()})", body, (), False, service)
 
 
 def check_instruments(instruments: object) -> InstrumentSet | None:

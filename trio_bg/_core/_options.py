@@ -36,7 +36,7 @@ class TaskOptions:
     keeps their handle small and their path free of these checks (docs/performance.md).
     """
 
-    __slots__ = ("always", "context", "group", "key", "on_error", "retry", "timeout")
+    __slots__ = ("always", "context", "group", "key", "on_error", "retry", "service", "timeout")
 
     def __init__(
         self,
@@ -51,6 +51,9 @@ class TaskOptions:
         self.on_error = on_error
         self.key = key
         self.always = always
+        self.service = False
+        """A task that runs until it is stopped (a periodic schedule's own task): the close
+        cancels it first, at once, and its report does not name it."""
         self.group: GroupSlot | None = None
         self.context: contextvars.Context | None = None
 
@@ -78,4 +81,5 @@ class TaskOptions:
             and self.on_error is None
             and self.key is None
             and self.group is None
+            and not self.service
         )
