@@ -81,10 +81,24 @@ async def flaky(tag: str, failures: int) -> int:
     return runs
 
 
+async def reports(steps: int, release: str) -> int:
+    """Report ``k / steps`` with a message after each step, then wait until the file named
+    ``release`` exists (the test looks at the progress meanwhile)."""
+    import trio_bg
+
+    for k in range(1, steps + 1):
+        trio_bg.report_progress(k / steps, f"step {k} of {steps}")
+        await trio.sleep(0.01)
+    # Another process creates the file: nothing to wait on but the file itself.
+    while not await trio.Path(release).exists():  # noqa: ASYNC110
+        await trio.sleep(0.02)
+    return steps
+
+
 def make_queue(url: str, **options: float) -> DurableQueue:
     """A queue on ``url`` with every job of this module registered."""
     queue = DurableQueue(url, name=QUEUE_NAME, **options)  # type: ignore[arg-type]
-    for job in (add, record, slow, fail):
+    for job in (add, record, slow, fail, reports):
         queue.task(job)
     queue.task(retry=Retry(attempts=3, backoff=0.1, jitter=False))(flaky)
     queue.task(timeout=0.2)(sleepy)

@@ -44,7 +44,7 @@ async def test_enqueue_get_and_the_file(tmp_path: Path) -> None:
         assert handle.attempts == 1
     assert not queue.is_open  # open_worker opened it, and closed it
     with sqlite3.connect(tmp_path / "jobs.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         row = db.execute(
             "SELECT queue, function, args, state, attempts, result FROM jobs WHERE id = ?",

@@ -18,6 +18,7 @@ from ._serialization import ERROR_KEY
 
 if TYPE_CHECKING:
     from .._core._handle import TaskHandle
+    from .._core._progress import Progress
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -74,6 +75,7 @@ class DurableHandle(Generic[T_co]):
         "_id",
         "_name",
         "_outcome",
+        "_progress",
         "_published",
         "_publisher",
         "_queue",
@@ -107,6 +109,7 @@ class DurableHandle(Generic[T_co]):
         """The in-process task that will enqueue the job (``enqueue_soon``), until it did."""
         self._published = False
         self._cancel_requested = False
+        self._progress: Progress | None = None
 
     # -- TaskHandleLike -------------------------------------------------------------------------
 
@@ -149,6 +152,14 @@ class DurableHandle(Generic[T_co]):
     @property
     def outcome(self) -> outcome.Outcome[T_co] | None:
         return self._outcome
+
+    @property
+    def progress(self) -> Progress | None:
+        """What the job last reported of how far it is (``trio_bg.report_progress`` in the
+        job, on its worker): stored by the worker at most about once a second and read by this
+        process's result poller, so it may lag by about a second plus a poll interval. None
+        until the job reports anything; kept once the job has finished."""
+        return self._progress
 
     @property
     def queue(self) -> JobOwner:
@@ -241,6 +252,11 @@ class DurableHandle(Generic[T_co]):
             self._finish(TaskState.FAILED, cast("Exception", result.error))
         else:
             self._finish(TaskState.CANCELLED, None)
+
+    def _seen_progress(self, progress: Progress) -> None:
+        current = self._progress
+        if current is None or progress.at >= current.at:  # reports may arrive out of order
+            self._progress = progress
 
     def _seen_running(self) -> None:
         if self._state is TaskState.PENDING:

@@ -37,10 +37,12 @@ from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
+from ._progress import decode_progress
 from ._serialization import ERROR_KEY, loads
 from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
+    from .._core._progress import Progress
     from ._backend import Publication
     from ._jobs import JobSpec
     from ._journal_worker import JournalWorker
@@ -328,7 +330,17 @@ class JournalBackend:
                     if handle is not None and handle._published:
                         handle._seen_missing()
 
+    def progressed(self, job_id: str, progress: Progress) -> None:
+        """A worker of this process heard job ``job_id`` report ``progress``."""
+        handle = self._handles.get(job_id)
+        if handle is not None:
+            handle._seen_running()  # it reports: it runs
+            handle._seen_progress(progress)
+
     def _apply(self, handle: DurableHandle[Any], row: JobRow) -> None:
+        progress = decode_progress(row.progress)
+        if progress is not None:
+            handle._seen_progress(progress)
         if row.state == "running":
             handle._seen_running()
             return

@@ -34,7 +34,7 @@ import trio
 
 logger = logging.getLogger("trio_bg.durable")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """``PRAGMA user_version`` of a journal this code writes (see docs/journal.md, the schema)."""
 
 SCHEMA: Final = """
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,                          -- JSON {"type", "message", "traceback"}
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    progress TEXT                        -- JSON {"f", "m", "at"}: what the job last reported
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, run_at, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (queue, lease_expires) WHERE state = 'running';
@@ -73,7 +74,22 @@ CREATE TABLE IF NOT EXISTS workers (
     queue TEXT NOT NULL,
     seen_at REAL NOT NULL                -- unix seconds of its last heartbeat
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,                  -- the periodic job's name
+    instant REAL NOT NULL,               -- unix seconds: the last instant taken (run or skipped)
+    job TEXT,                            -- the id of the job of the last instant enqueued
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
 """
+
+MIGRATIONS: Final = {
+    1: (
+        "ALTER TABLE jobs ADD COLUMN progress TEXT",
+        SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS schedules") :],
+    ),
+}
+"""Per older ``user_version``: the statements that bring a journal from it to the next."""
 
 _GROUP = 2000
 """Most requests committed in one transaction."""
@@ -301,7 +317,13 @@ class JournalFile:
                 )
             if version < SCHEMA_VERSION:
                 connection.execute("BEGIN IMMEDIATE")
-                for statement in SCHEMA.split(";\n"):
+                # Read again inside the write lock: another process may have just migrated it.
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    statements = SCHEMA.split(";\n")
+                else:
+                    statements = [s for v in range(version, SCHEMA_VERSION) for s in MIGRATIONS[v]]
+                for statement in statements:
                     if statement.strip():
                         connection.execute(statement)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

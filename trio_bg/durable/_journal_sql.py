@@ -17,7 +17,9 @@ _T = TypeVar("_T")
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
-ROW_COLUMNS = "id, function, state, attempts, result, error, created_at, started_at, finished_at"
+ROW_COLUMNS = (
+    "id, function, state, attempts, result, error, created_at, started_at, finished_at, progress"
+)
 """What a handle needs of a job row (see :class:`JobRow`)."""
 
 
@@ -34,6 +36,8 @@ class JobRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    progress: str | None = None
+    """JSON ``{"f": fraction, "m": message, "at": unix seconds}`` of the last report, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +362,37 @@ def cancel(connection: sqlite3.Connection, queue: str, job_id: str, now: float) 
         "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
     )
     return "requested" if cursor.rowcount else None
+
+
+def set_progress(connection: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> None:
+    """Store the last progress report ``(id, json)`` of running jobs."""
+    connection.executemany(
+        "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
+        [(text, job_id) for job_id, text in items],
+    )
+
+
+def last_progress(
+    connection: sqlite3.Connection, key: None, items: Sequence[tuple[str, str]]
+) -> list[None]:
+    """The last report ``(id, json)`` of jobs that just ended in this worker, written whatever
+    their state now (the outcome may be committed first)."""
+    connection.executemany(
+        "UPDATE jobs SET progress = ? WHERE id = ?", [(text, job_id) for job_id, text in items]
+    )
+    return [None] * len(items)
+
+
+def running(connection: sqlite3.Connection, queue: str, limit: int) -> list[JobRow]:
+    """The oldest ``limit`` running jobs of ``queue`` (for a dashboard)."""
+    return [
+        JobRow(*row)
+        for row in connection.execute(
+            f"SELECT {ROW_COLUMNS} FROM jobs WHERE queue = ? AND state = 'running' "
+            "ORDER BY lease_expires LIMIT ?",
+            (queue, limit),
+        )
+    ]
 
 
 def read(connection: sqlite3.Connection, queue: str, job_ids: Sequence[str]) -> list[JobRow]:

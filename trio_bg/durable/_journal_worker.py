@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
+from .._core._progress import reporter
 from .._core._text import safe_str
 from . import _journal_sql as sql
 from ._journal_file import JournalError
+from ._progress import ProgressOutbox
 from ._serialization import dumps, encode_result, loads, type_name
 
 if TYPE_CHECKING:
@@ -118,8 +120,10 @@ class JournalWorker:
             self._concurrency,
         )
         await self._heartbeat_once()
+        self._outbox = ProgressOutbox(self._write_progress, local=backend.progressed)
         async with trio.open_nursery() as service:
             service.start_soon(self._heartbeat, lease / 3)
+            service.start_soon(self._outbox.run)
             service.start_soon(self._stop_on, stop)
             try:
                 async with trio.open_nursery() as runs:
@@ -179,9 +183,17 @@ class JournalWorker:
             with trio.move_on_after(wait):
                 await woken.wait()
 
+    async def _write_progress(self, pending: dict[str, str]) -> None:
+        try:
+            await self._backend.file.call(sql.set_progress, list(pending.items()))
+        except JournalError as exc:
+            logger.warning("worker %s: cannot store progress: %s", self._owner, exc)
+
     async def _run(self, run: _Run) -> None:
         backend = self._backend
         job = run.job
+        # This task's own context: report_progress inside the job (and its threads) finds it.
+        reporter.set(self._outbox.reporter(job.id))
         spec = backend.jobs.get(job.function)
         state, result, error = "failed", None, None
         retry_at: float | None = None
@@ -211,6 +223,9 @@ class JournalWorker:
         finally:
             self._runs.pop(job.id, None)
             backend.local_runs.pop(job.id, None)
+            last = self._outbox.take(job.id)
+            if last is not None:  # stored before the outcome (the same or an earlier commit)
+                backend.file.submit_many(sql.last_progress, None, (job.id, last))
         if state in ("succeeded", "failed", "cancelled") and retry_at is None:
             self._finish(job, state, result, error)
         else:
