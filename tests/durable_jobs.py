@@ -81,10 +81,23 @@ async def returns_set() -> set[int]:
     return {1, 2}
 
 
+async def reports(steps: int, release: str) -> int:
+    """Report ``k / steps`` after each step, then wait until the file ``release`` exists."""
+    import trio_bg
+
+    for k in range(1, steps + 1):
+        trio_bg.report_progress(k / steps, f"step {k} of {steps}")
+        await trio.sleep(0.01)
+    # The test creates the file from its own process: nothing to wait on but the file.
+    while not await trio.Path(release).exists():  # noqa: ASYNC110
+        await trio.sleep(0.02)
+    return steps
+
+
 def make_queue(url: str, **options: float) -> DurableQueue:
     """A queue on ``url`` with every job of this module registered."""
     queue = DurableQueue(url, name=QUEUE_NAME, **options)  # type: ignore[arg-type]
-    for job in (add, record, slow, fail, returns_set):
+    for job in (add, record, slow, fail, returns_set, reports):
         queue.task(job)
     queue.task(retry=Retry(attempts=3, backoff=0.2, jitter=False))(flaky)
     return queue

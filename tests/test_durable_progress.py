@@ -9,9 +9,14 @@ from pathlib import Path
 
 import trio
 
+from tests import durable_jobs
 from tests import journal_jobs as jobs
+from tests.durable_helpers import workers as redis_workers
+from tests.redis_server import RedisServer, redis_server
 from tests.test_journal_workers import workers
 from trio_bg import TaskState
+
+__all__ = ["redis_server"]
 
 
 def url(tmp_path: Path) -> str:
@@ -68,6 +73,25 @@ async def test_a_job_on_another_process_reports_to_the_apps_handle(tmp_path: Pat
                 with trio.fail_after(10):
                     await waiter_done.wait()
             assert await handle.get() == 5
+
+
+async def test_a_job_on_a_redis_worker_process_reports_to_the_apps_handle(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    release = tmp_path / "release"
+    with redis_workers(redis_server, concurrency=2):
+        queue = durable_jobs.make_queue(redis_server.url, poll_interval=0.05)
+        async with queue:
+            handle = await queue.enqueue(durable_jobs.reports, 3, str(release))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle.wait)  # awaited: asked about every round
+                await wait_for_progress(handle, 1.0, 15)
+                assert handle.progress is not None
+                assert handle.progress.message == "step 3 of 3"
+                assert handle.state is TaskState.RUNNING
+                release.touch()
+            assert await handle.get() == 3
+            assert handle.progress is not None and handle.progress.fraction == 1.0
 
 
 V1_SCHEMA = """

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .._core._progress import reporter
 from .._core._retry import Retry
+from ._progress import outbox_for
 from ._serialization import check_result
 
 if TYPE_CHECKING:
@@ -57,6 +59,10 @@ class JobSpec:
         attempts = retry.attempts if retry is not None else 1
 
         async def run(*args: Any, **kwargs: Any) -> Any:
+            # This job's task context: report_progress inside it (and its threads) finds it.
+            reporting = reporter.set(
+                outbox_for(worker, result_ttl).reporter(registered.context.task_id)
+            )
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
@@ -65,6 +71,8 @@ class JobSpec:
                     delay = timedelta(seconds=retry.delay(tries))
                     raise StreaqRetry(f"{type(exc).__name__}: {exc}", delay=delay) from exc
                 raise
+            finally:
+                reporter.reset(reporting)
             check_result(name, result)
             return result
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast, final
@@ -20,6 +22,8 @@ from typing import Any, cast, final
 import trio
 
 from .._core._progress import Progress, Reporter
+
+logger = logging.getLogger("trio_bg.durable")
 
 INTERVAL = 1.0
 """Seconds between two writes of a job's progress (the issue's "about once a second")."""
@@ -63,6 +67,34 @@ def decode_progress(text: object) -> Progress | None:
     except (OverflowError, OSError, ValueError):
         return None
     return Progress(None if fraction is None else float(fraction), message, moment)
+
+
+def progress_key(worker: Any, job_id: str) -> str:
+    """The Redis key of a job's last report (beside its result; it expires with it)."""
+    key: str = worker.results_key + job_id + ":progress"
+    return key
+
+
+_OUTBOXES: weakref.WeakKeyDictionary[Any, ProgressOutbox] = weakref.WeakKeyDictionary()
+
+
+def outbox_for(worker: Any, ttl: int) -> ProgressOutbox:
+    """The outbox of a streaq worker, made at its first job and written by a system task of the
+    trio run (it ends with the run): one pipeline of SETs with the result's TTL per write."""
+    outbox = _OUTBOXES.get(worker)
+    if outbox is None:
+
+        async def write(pending: dict[str, str]) -> None:
+            try:
+                async with worker.redis.pipeline(transaction=False) as pipe:
+                    for job_id, text in pending.items():
+                        pipe.set(progress_key(worker, job_id), text, ex=ttl)
+            except Exception as exc:  # a lost Redis: the next report tries again
+                logger.warning("worker %s: cannot store progress: %s", worker.id, exc)
+
+        outbox = _OUTBOXES[worker] = ProgressOutbox(write)
+        trio.lowlevel.spawn_system_task(outbox.run, name="trio_bg durable progress")
+    return outbox
 
 
 @final

@@ -33,6 +33,7 @@ import trio
 
 from .._core._state import TaskState
 from ._connection import is_connection_failure
+from ._progress import decode_progress, progress_key
 
 if TYPE_CHECKING:
     from streaq import Worker
@@ -196,12 +197,17 @@ class ResultPoller:
         # would otherwise look lost (no result read, no data left).
         async with worker.redis.pipeline(transaction=True) as pipe:
             results = pipe.mget([worker.results_key + i for i in ids])
+            reported = pipe.mget([progress_key(worker, i) for i in ids])
             running = pipe.smismember(worker._running_set, ids)
             exists = [pipe.exists([worker.task_key + i]) for i in ids] if check_missing else []
         raw_results = await results
+        raw_progress = await reported
         is_running = await running
         present = [await e for e in exists]
         for index, (handle, raw) in enumerate(zip(handles, raw_results, strict=True)):
+            progress = decode_progress(raw_progress[index])
+            if progress is not None:
+                handle._seen_progress(progress)
             if raw is not None:
                 decoded: object = await worker.deserialize(raw)
                 record = cast("dict[str, Any]", decoded) if isinstance(decoded, dict) else None
