@@ -62,6 +62,24 @@ class Schedule:
             if instant > moment:  # cronsim starts at the same second when it matches
                 yield instant
 
+    def latest_at_or_before(self, moment: float) -> float | None:
+        """The last instant of the schedule at or before ``moment`` (None if it has none in the
+        year before it: a cron expression for a day that does not come, such as Feb 30)."""
+        if self.every is not None:
+            return math.floor(moment / self.every) * self.every
+        from cronsim import CronSim
+
+        assert self.cron is not None
+        zone = ZoneInfo(self.tz)
+        # cronsim's reverse walk starts strictly before its start: a second past the moment
+        # (cron instants are whole minutes) lets the moment itself come out.
+        start = datetime.fromtimestamp(moment + 1, zone)
+        for due in CronSim(self.cron, start, reverse=True):
+            instant = due.timestamp()
+            if instant <= moment:
+                return instant
+        return None  # pragma: no cover - cronsim raises for a schedule that never comes
+
     def describe(self) -> str:
         """``every 30 s`` or ``cron '0 3 * * *' (Europe/Berlin)``: for names, logs and pages."""
         if self.every is not None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# The durable package's internals (_queue, _handle, _results) are being redesigned around a
-# journal; until then they share private state, as they did before the core moved.
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves, as the core's modules do: a handle's updates come from its queue's backends.
 # pyright: reportPrivateUsage=false
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, final

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from .._core._progress import reporter
 from .._core._retry import Retry
 from ._progress import outbox_for
+
+if TYPE_CHECKING:
+    from ._periodic import PeriodicSpec
 from ._serialization import check_result
 
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ class JobSpec:
     name: str
     retry: Retry | None
     timeout: float | None
+    periodic: PeriodicSpec | None = None
+    """Its schedule, for a job registered with ``@queue.periodic``."""
 
     @property
     def max_deliveries(self) -> int:

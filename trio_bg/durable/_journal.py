@@ -16,6 +16,8 @@ plus trio's clock since (so trio's ``autojump_clock`` moves it in tests).
 
 from __future__ import annotations
 
+import functools
+
 # The durable package's internals (queue, handle, journal, workers) share private state among
 # themselves; their layering is the journal's to settle. Outside the core, only here and in the
 # ASGI timing points is private state read.
@@ -37,6 +39,7 @@ from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
+from ._periodic import Taken, plan, run_periodic
 from ._progress import decode_progress
 from ._serialization import ERROR_KEY, loads
 from ._statistics import QueueStatistics
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from ._backend import Publication
     from ._jobs import JobSpec
     from ._journal_worker import JournalWorker
+    from ._periodic import PeriodicSpec
 
 logger = logging.getLogger("trio_bg.durable")
 
@@ -419,7 +423,37 @@ class JournalBackend:
         from ._journal_worker import JournalWorker
 
         worker = JournalWorker(self, concurrency=concurrency, grace=grace)
-        await worker.run(stop, task_status=task_status)
+        async with trio.open_nursery() as schedulers:
+            for spec in self.jobs.values():
+                if spec.periodic is not None:
+                    schedulers.start_soon(
+                        functools.partial(
+                            run_periodic,
+                            queue=self.name,
+                            job=spec.name,
+                            spec=spec.periodic,
+                            now=self.now,
+                            take=self.take_instants,
+                        )
+                    )
+            await worker.run(stop, task_status=task_status)
+            schedulers.cancel_scope.cancel()
+
+    async def take_instants(self, job: str, spec: PeriodicSpec, now: float) -> Taken:
+        """A periodic job's atomic step (see :mod:`._periodic`), in one commit group."""
+        job_spec = self.jobs[job]
+        taken: Taken = await self.file.call(
+            sql.take_instants,
+            self.name,
+            job,
+            job_spec.max_deliveries,
+            functools.partial(plan, spec, now=now),
+            spec.overlap == "skip",
+            now,
+        )
+        if taken.enqueued:
+            self._work.set()  # a worker of this process may take them at once
+        return taken
 
     def new_owner_id(self) -> str:
         return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from ._periodic import Plan, Taken, instant_job_id
 
 _T = TypeVar("_T")
 
@@ -370,6 +372,56 @@ def set_progress(connection: sqlite3.Connection, items: Sequence[tuple[str, str]
         "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
         [(text, job_id) for job_id, text in items],
     )
+
+
+def take_instants(
+    connection: sqlite3.Connection,
+    queue: str,
+    job: str,
+    max_attempts: int,
+    decide: Callable[[float | None], Plan],
+    skip_overlap: bool,
+    now: float,
+) -> Taken:
+    """A periodic job's atomic step (inside the commit group's ``BEGIN IMMEDIATE``: no other
+    process writes between the read and the writes): read the last instant taken, ``decide``
+    what to run, insert those jobs (ids from the instant: the same in every process), record
+    the newest instant. With ``skip_overlap``, an instant whose previous job is still queued
+    or running is skipped (recorded, not run)."""
+    row = connection.execute(
+        "SELECT instant, job FROM schedules WHERE queue = ? AND name = ?", (queue, job)
+    ).fetchone()
+    last, last_job = (None, None) if row is None else (float(row[0]), row[1])
+    chosen = decide(last)
+    if chosen.newest is None:
+        return Taken((), (), 0)
+    enqueued: list[float] = []
+    skipped: list[float] = []
+    for instant in chosen.run:
+        if skip_overlap and last_job is not None and _active(connection, last_job):
+            skipped.append(instant)
+            continue
+        job_id = instant_job_id(queue, job, instant)
+        connection.execute(
+            "INSERT INTO jobs (id, queue, function, args, state, max_attempts, run_at, "
+            "created_at) VALUES (?, ?, ?, '[]', 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (job_id, queue, job, max_attempts, now, now),
+        )
+        enqueued.append(instant)
+        last_job = job_id
+    connection.execute(
+        "INSERT INTO schedules (queue, name, instant, job) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (queue, name) DO UPDATE SET instant = excluded.instant, job = excluded.job",
+        (queue, job, chosen.newest, last_job),
+    )
+    return Taken(tuple(enqueued), tuple(skipped), chosen.dropped)
+
+
+def _active(connection: sqlite3.Connection, job_id: str) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM jobs WHERE id = ? AND state IN ('queued', 'running')", (job_id,)
+    ).fetchone()
+    return found is not None
 
 
 def last_progress(

@@ -3,8 +3,8 @@ workers in this process or others."""
 
 from __future__ import annotations
 
-# The durable package's internals (_queue, _handle, _results) are being redesigned around a
-# journal; until then they share private state, as they did before the core moved.
+# The durable package's internals (queue, handle, journal, workers) share private state among
+# themselves, as the core's modules do: a handle's updates come from its queue's backends.
 # pyright: reportPrivateUsage=false
 import inspect
 import logging
@@ -26,9 +26,10 @@ from typing import (
 
 import trio
 
-from .._core._callables import reject_non_function
+from .._core._callables import check_arguments, reject_non_function
 from .._core._checks import check_count, check_optional_str, check_seconds
 from .._core._retry import Retry
+from .._core._schedule import make_schedule
 from .._core._starter import TaskStarter
 from .._core._state import TaskState
 from .._core._trio_only import require_trio
@@ -38,6 +39,7 @@ from ._handle import DurableHandle
 from ._ids import key_id, random_id
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
+from ._periodic import CatchUp, Overlap, PeriodicSpec
 from ._serialization import encode_arguments
 from ._statistics import QueueStatistics
 
@@ -196,6 +198,61 @@ class DurableQueue:
         scheduling tick); ``timeout`` cancels an attempt after that many seconds (it then fails
         with ``TimeoutError``).
         """
+        register = self._registrar("task", name, retry, timeout, None)
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        tz: str | None = None,
+        catch_up: CatchUp = "latest",
+        overlap: Overlap = "skip",
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register an async function of no arguments as a job that runs on a schedule:
+        ``@queue.periodic(cron="0 3 * * *", tz="Europe/Berlin")`` or
+        ``@queue.periodic(every=60)``; return the function unchanged.
+
+        Every process that runs a worker of this queue schedules it, and each instant is
+        enqueued exactly once however many of them run (an atomic step per instant in the
+        store; no leader). Runs are ordinary jobs of the queue (handles through
+        :meth:`find_job`, retries, timeouts, the dashboard). ``every`` instants are the
+        multiples of ``every`` seconds since the epoch (``every=60``: each full minute, UTC);
+        ``cron`` instants are in ``tz`` (default UTC), with cron's rule across DST changes
+        (docs/schedules.md). After every worker was down, ``catch_up="latest"`` runs the most
+        recent missed instant once, ``"all"`` each missed one, ``"none"`` none; with
+        ``overlap="skip"`` an instant is skipped while the previous run is still queued or
+        running (``"allow"`` runs it anyway). ``cron`` needs the ``cron`` extra.
+
+        Raises:
+            TypeError, ValueError: a wrong schedule or option, a function that is not async or
+                that needs arguments, a name already registered. Nothing is registered.
+            RuntimeError: ``cron`` without the cronsim package.
+        """
+        schedule = make_schedule(every, cron, tz)
+        if catch_up not in ("latest", "all", "none"):
+            raise ValueError(f"catch_up must be 'latest', 'all' or 'none', got {catch_up!r}")
+        if overlap not in ("skip", "allow"):
+            raise ValueError(f"overlap must be 'skip' or 'allow', got {overlap!r}")
+        spec = PeriodicSpec(schedule=schedule, catch_up=catch_up, overlap=overlap)
+        return self._registrar("periodic", name, retry, timeout, spec)
+
+    def _registrar(
+        self,
+        method: str,
+        name: str | None,
+        retry: Retry | None,
+        timeout: float | None,
+        periodic: PeriodicSpec | None,
+    ) -> Callable[[F], F]:
+        """The checked options of ``@queue.task`` or ``@queue.periodic``, and what registers a
+        function with them."""
         if retry is not None and not isinstance(cast(object, retry), Retry):
             raise TypeError(f"retry must be a trio_bg.Retry or None, got {type(retry).__name__}")
         checked_timeout = None if timeout is None else _positive("timeout", timeout)
@@ -204,23 +261,25 @@ class DurableQueue:
         def register(fn: F) -> F:
             target: object = fn  # checked through another name: the check narrows its type
             if not inspect.iscoroutinefunction(target):
-                reject_non_function("task", fn)
+                reject_non_function(method, fn)
                 raise TypeError(
                     f"durable jobs must be async functions, got {type(fn).__name__} "
                     f"{getattr(fn, '__qualname__', fn)!r}"
                 )
             job_name = name or fn.__qualname__
+            if periodic is not None:
+                check_arguments(method, job_name, fn, ())  # a schedule calls it with none
             if job_name in self._jobs:
                 raise ValueError(
                     f"durable queue {self.name!r} already has a job named {job_name!r}"
                 )
-            spec = JobSpec(fn=fn, name=job_name, retry=retry, timeout=checked_timeout)
+            spec = JobSpec(
+                fn=fn, name=job_name, retry=retry, timeout=checked_timeout, periodic=periodic
+            )
             self._jobs[job_name] = spec
             self._jobs_by_fn[fn] = spec
             return fn
 
-        if fn is not None:
-            return register(fn)
         return register
 
     @property
