@@ -179,7 +179,7 @@ async def test_a_worker_in_this_process_runs_each_instant(tmp_path: Path) -> Non
     five = trio.Event()
     queue = DurableQueue(f"sqlite:///{tmp_path / 'jobs.db'}", name="q")
 
-    @queue.periodic(every=0.2, overlap="allow")
+    @queue.periodic(every=0.2, overlap="allow", name="often")
     async def often() -> None:
         runs.append(trio.current_time())
         if len(runs) == 5:
