@@ -109,3 +109,14 @@ queue = make_queue(
     "sqlite:///" + os.environ.get("TRIO_BG_TEST_JOURNAL", "jobs.db"),
     lease_timeout=float(os.environ.get("TRIO_BG_TEST_LEASE", "5")),
 )
+
+if os.environ.get("TRIO_BG_TEST_PERIODIC"):  # the schedule tests' worker processes only
+
+    @queue.periodic(
+        every=float(os.environ["TRIO_BG_TEST_PERIODIC"]),
+        catch_up=os.environ.get("TRIO_BG_TEST_CATCH_UP", "latest"),  # type: ignore[arg-type]
+        overlap="allow",
+        name="tick",
+    )
+    async def tick() -> None:
+        count_effect("tick")
