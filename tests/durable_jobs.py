@@ -104,3 +104,9 @@ def make_queue(url: str, **options: float) -> DurableQueue:
 
 
 queue = make_queue(_url(), reclaim_timeout=float(os.environ.get("TRIO_BG_TEST_RECLAIM", "60")))
+
+if os.environ.get("TRIO_BG_TEST_PERIODIC"):  # the schedule tests' worker processes only
+
+    @queue.periodic(every=float(os.environ["TRIO_BG_TEST_PERIODIC"]), overlap="allow", name="tick")
+    async def tick() -> None:
+        await count_effect("tick")

@@ -33,6 +33,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUEUE_FIELDS = {
     "name", "redis", "status", "error", "read_at",
     "depth", "delayed", "in_flight", "succeeded", "failed", "cancelled", "workers",
+    "running", "schedules",
 }  # fmt: skip
 NO_NUMBERS = dict.fromkeys(_durable.NUMBERS)
 
@@ -83,6 +84,8 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
             "error": None,
             "read_at": None,
             **NO_NUMBERS,
+            "running": [],
+            "schedules": [],
         }
         async with queue:
             added = [await queue.enqueue(jobs.add, i, 1) for i in range(3)]

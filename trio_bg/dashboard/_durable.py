@@ -19,17 +19,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast, final
 from urllib.parse import urlsplit, urlunsplit
 
+import outcome
 import trio
 
 from ._recorder import short_str
 
 if TYPE_CHECKING:
-    from ..durable import DurableQueue, QueueStatistics
+    from ..durable import DurableHandle, DurableQueue, QueueStatistics, ScheduleState
 
 logger = logging.getLogger("trio_bg.dashboard")
 
 MAX_AGE = 1.0
 """Seconds a reading is served before Redis is read again."""
+MAX_RUNNING = 20
+"""Running jobs listed per queue (with their progress)."""
 READ_TIMEOUT = 2.0
 """Seconds one queue's reading may take before the queue is shown unavailable."""
 
@@ -121,9 +124,13 @@ class DurableSection:
         now = time.time()
         error: str | None = None
         stats: QueueStatistics | None = None
+        running: list[Json] = []
+        schedules: list[Json] = []
         try:
             with trio.fail_after(READ_TIMEOUT):
                 stats = await queue.statistics()
+                running = [_job(handle) for handle in await queue.running_jobs(MAX_RUNNING)]
+                schedules = [await _schedule(queue, state) for state in await queue.schedules()]
         except trio.TooSlowError:
             error = f"Redis did not answer within {READ_TIMEOUT:g} s"
         except Exception as exc:  # a broken queue must not break the dashboard
@@ -132,7 +139,11 @@ class DurableSection:
             if not isinstance(exc, QueueUnavailable):
                 logger.exception("dashboard: reading durable queue %r failed", queue.name)
             error = short_str(exc)
-        readings[index] = _entry(queue, now, stats, error)
+        entry = _entry(queue, now, stats, error)
+        if stats is not None:
+            entry["running"] = running
+            entry["schedules"] = schedules
+        readings[index] = entry
 
     def json(self) -> list[Json]:
         """The ``queues`` list of the snapshot, from the last reading (no I/O)."""
@@ -147,6 +158,45 @@ class DurableSection:
         return entries
 
 
+def _job(handle: DurableHandle[Any]) -> Json:
+    """A running job: its id, name, and what it last said of how far it is."""
+    progress = handle.progress
+    return {
+        "id": handle.id,
+        "name": short_str(handle.name),
+        "started_at": None if handle.started_at is None else handle.started_at.isoformat(),
+        "progress": None
+        if progress is None
+        else {
+            "fraction": progress.fraction,
+            "message": progress.message,
+            "at": progress.at.isoformat(),
+        },
+    }
+
+
+async def _schedule(queue: DurableQueue, state: ScheduleState) -> Json:
+    """A periodic job: its schedule, next instant, last instant and its last run's outcome."""
+    last_state: str | None = None
+    last_error: str | None = None
+    if state.last_job is not None:
+        handle = await queue.find_job(state.last_job)
+        if handle is not None:
+            last_state = handle.state.value
+            result = handle.outcome
+            if isinstance(result, outcome.Error):
+                last_error = short_str(result.error)
+    return {
+        "job": short_str(state.job),
+        "schedule": short_str(state.schedule),
+        "next_at": state.next_at.isoformat(),
+        "last_at": None if state.last_at is None else state.last_at.isoformat(),
+        "last_job": state.last_job,
+        "last_state": last_state,
+        "last_error": last_error,
+    }
+
+
 def _entry(
     queue: DurableQueue, at: float | None, stats: QueueStatistics | None, error: str | None
 ) -> Json:
@@ -157,6 +207,8 @@ def _entry(
     else:
         status = "closed"
     entry: Json = {
+        "running": [],
+        "schedules": [],
         "name": queue.name,
         "redis": queue.url if queue.is_journal else public_url(queue.url),
         "status": status,

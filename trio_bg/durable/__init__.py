@@ -13,6 +13,7 @@ from ._exceptions import JobFailed as JobFailed
 from ._exceptions import JobLost as JobLost
 from ._exceptions import QueueUnavailable as QueueUnavailable
 from ._handle import DurableHandle as DurableHandle
+from ._periodic import ScheduleState as ScheduleState
 from ._queue import DurableQueue as DurableQueue
 from ._statistics import QueueStatistics as QueueStatistics
 from ._worker import run_worker as run_worker
@@ -26,5 +27,6 @@ __all__ = [
     "JobLost",
     "QueueStatistics",
     "QueueUnavailable",
+    "ScheduleState",
     "run_worker",
 ]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ._handle import DurableHandle
     from ._jobs import JobSpec
+    from ._periodic import ScheduleState
     from ._statistics import QueueStatistics
 
 
@@ -60,6 +61,14 @@ class Backend(Protocol):
     def abort(self, handle: DurableHandle[Any]) -> None: ...
 
     async def statistics(self) -> QueueStatistics: ...
+
+    async def running_ids(self, limit: int) -> list[str]:
+        """The ids of up to ``limit`` jobs running now."""
+        ...
+
+    async def schedules(self) -> list[ScheduleState]:
+        """Each periodic job's state in the store."""
+        ...
 
     async def find(self, job_id: str) -> DurableHandle[Any] | None:
         """A handle for a job the store still knows (``job_id`` already checked), or None."""

@@ -39,7 +39,7 @@ from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
-from ._periodic import Taken, plan, run_periodic
+from ._periodic import ScheduleState, Taken, plan, run_periodic, schedule_state
 from ._progress import decode_progress
 from ._serialization import ERROR_KEY, loads
 from ._statistics import QueueStatistics
@@ -385,6 +385,28 @@ class JournalBackend:
         if not handle.done:
             self._handles[handle.id] = handle
         return handle
+
+    async def running_ids(self, limit: int) -> list[str]:
+        try:
+            rows: list[JobRow] = await self.file.call(sql.running, self.name, limit)
+        except BaseException as exc:
+            self.unavailable(exc, "read the running jobs")
+        return [row.id for row in rows]
+
+    async def schedules(self) -> list[ScheduleState]:
+        try:
+            taken: dict[str, tuple[float, str | None]] = await self.file.call(
+                sql.schedules, self.name
+            )
+        except BaseException as exc:
+            self.unavailable(exc, "read the schedules")
+        now = self.now()
+        states: list[ScheduleState] = []
+        for spec in self.jobs.values():
+            if spec.periodic is not None:
+                last, job = taken.get(spec.name, (None, None))
+                states.append(schedule_state(spec.name, spec.periodic, now, last, job))
+        return states
 
     async def statistics(self) -> QueueStatistics:
         now = self.now()

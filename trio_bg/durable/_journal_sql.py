@@ -435,6 +435,16 @@ def last_progress(
     return [None] * len(items)
 
 
+def schedules(connection: sqlite3.Connection, queue: str) -> dict[str, tuple[float, str | None]]:
+    """Each periodic job's last instant taken and the id of its last job run."""
+    return {
+        name: (float(instant), job)
+        for name, instant, job in connection.execute(
+            "SELECT name, instant, job FROM schedules WHERE queue = ?", (queue,)
+        )
+    }
+
+
 def running(connection: sqlite3.Connection, queue: str, limit: int) -> list[JobRow]:
     """The oldest ``limit`` running jobs of ``queue`` (for a dashboard)."""
     return [

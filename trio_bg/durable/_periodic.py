@@ -101,6 +101,39 @@ def plan(spec: PeriodicSpec, last: float | None, now: float) -> Plan:
     return Plan(tuple(run), due[-1], dropped)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A periodic job as its store has it: ``await queue.schedules()``.
+
+    Attributes:
+        job: the job's name.
+        schedule: ``every 60 s`` or ``cron '0 3 * * *' (Europe/Berlin)``.
+        next_at: the next instant after now (UTC).
+        last_at: the last instant taken (run, or skipped for overlap), or None before the first.
+        last_job: the id of the job of the last instant run (``find_job`` gives its handle),
+            or None.
+    """
+
+    job: str
+    schedule: str
+    next_at: datetime
+    last_at: datetime | None
+    last_job: str | None
+
+
+def schedule_state(
+    job: str, spec: PeriodicSpec, now: float, last: float | None, last_job: str | None
+) -> ScheduleState:
+    return ScheduleState(
+        job=job,
+        schedule=spec.schedule.describe(),
+        next_at=datetime.fromtimestamp(spec.schedule.next_after(now), UTC),
+        last_at=None if last is None else datetime.fromtimestamp(last, UTC),
+        last_job=last_job,
+    )
+
+
 def instant_job_id(queue: str, job: str, instant: float) -> str:
     """The id of the job of one instant: the same in every process (``job-`` and 32 hex)."""
     digest = hashlib.blake2b(

@@ -39,7 +39,7 @@ from ._handle import DurableHandle
 from ._ids import key_id, random_id
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
-from ._periodic import CatchUp, Overlap, PeriodicSpec
+from ._periodic import CatchUp, Overlap, PeriodicSpec, ScheduleState
 from ._serialization import encode_arguments
 from ._statistics import QueueStatistics
 
@@ -492,6 +492,32 @@ class DurableQueue:
             backend.follow(handle)
 
     # -- find, workers, statistics ----------------------------------------------------------------
+
+    async def running_jobs(self, limit: int = 20) -> list[DurableHandle[Any]]:
+        """Handles of up to ``limit`` jobs running now, on any worker (with their
+        ``progress``): for dashboards and people.
+
+        Raises:
+            QueueUnavailable: the store cannot be read.
+        """
+        check_count("limit", limit, 0)
+        backend = self._open_backend("running_jobs")
+        found: list[DurableHandle[Any]] = []
+        for job_id in await backend.running_ids(limit):
+            handle = await backend.find(job_id)
+            if handle is not None:
+                found.append(handle)
+        return found
+
+    async def schedules(self) -> list[ScheduleState]:
+        """Each periodic job of this queue (``@queue.periodic``): its schedule, next instant,
+        the last instant taken and the id of its last job (``find_job`` gives its state and
+        outcome).
+
+        Raises:
+            QueueUnavailable: the store cannot be read.
+        """
+        return await self._open_backend("schedules").schedules()
 
     async def find_job(self, job_id: str) -> DurableHandle[Any] | None:
         """A handle for the job ``job_id`` if the store still knows it, else None.

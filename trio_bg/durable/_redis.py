@@ -6,13 +6,15 @@ from __future__ import annotations
 # themselves; their layering is the journal's to settle. Outside the core, only here and in the
 # ASGI timing points is private state read.
 # pyright: reportPrivateUsage=false
+import functools
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
-from coredis.exceptions import ResponseError
+from coredis.exceptions import ResponseError, WatchError
 from streaq import Worker
 from streaq.types import Streaq
 from streaq.utils import now_ms
@@ -20,6 +22,15 @@ from streaq.utils import now_ms
 from ._connection import client_options, first_failure, is_connection_failure
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
+from ._periodic import (
+    ScheduleState,
+    Taken,
+    instant_job_id,
+    plan,
+    run_periodic,
+    schedule_state,
+)
+from ._progress import decode_progress, progress_key
 from ._results import ResultPoller
 from ._serialization import dumps, loads
 from ._statistics import QueueStatistics
@@ -28,6 +39,7 @@ from ._stats import CountingWorker, read_statistics
 if TYPE_CHECKING:
     from ._backend import Publication
     from ._jobs import JobSpec
+    from ._periodic import PeriodicSpec
 
 
 class RedisBackend:
@@ -152,6 +164,37 @@ class RedisBackend:
     def abort(self, handle: DurableHandle[Any]) -> None:
         self.results.abort(handle)
 
+    async def running_ids(self, limit: int) -> list[str]:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                members = await worker.redis.smembers(worker._running_set)
+        except BaseException as exc:
+            self.unavailable(exc, "read the running jobs")
+        return sorted(str(m) for m in members)[:limit]
+
+    async def schedules(self) -> list[ScheduleState]:
+        worker = self.open_worker()
+        periodic = [spec for spec in self._jobs.values() if spec.periodic is not None]
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                async with worker.redis.pipeline(transaction=False) as pipe:
+                    reads = [
+                        pipe.hmget(schedule_key(worker, s.name), ["instant", "job"])
+                        for s in periodic
+                    ]
+                taken = [await read for read in reads]
+        except BaseException as exc:
+            self.unavailable(exc, "read the schedules")
+        now = time.time()
+        states: list[ScheduleState] = []
+        for spec, (instant, job) in zip(periodic, taken, strict=True):
+            assert spec.periodic is not None
+            last = None if instant is None else float(instant)
+            last_job = None if job is None else str(job)
+            states.append(schedule_state(spec.name, spec.periodic, now, last, last_job))
+        return states
+
     async def find(self, job_id: str) -> DurableHandle[Any] | None:
         worker = self.open_worker()
         try:
@@ -159,7 +202,9 @@ class RedisBackend:
                 async with worker.redis.pipeline(transaction=True) as pipe:
                     data = pipe.get(worker.task_key + job_id)
                     result = pipe.get(worker.results_key + job_id)
+                    reported = pipe.get(progress_key(worker, job_id))
                 raw_data, raw_result = await data, await result
+                progress = decode_progress(await reported)
         except BaseException as exc:
             self.unavailable(exc, "find a job")
         name: object = None
@@ -180,6 +225,8 @@ class RedisBackend:
             self._owner, job_id=job_id, name=str(name or "?"), enqueue_ms=None
         )
         handle._published_now()
+        if progress is not None:
+            handle._seen_progress(progress)
         if record is not None and raw_data is None:
             handle._seen_result(record)
         else:
@@ -246,7 +293,7 @@ class RedisBackend:
         task_status: trio.TaskStatus[None],
     ) -> None:
         worker = self.streaq_worker(concurrency=concurrency, grace=grace, register=True, stop=stop)
-        await worker.run_async(task_status=task_status)
+        await run_streaq_worker(worker, queue=self.name, jobs=self._jobs, task_status=task_status)
 
 
 class _InProcessWorker(CountingWorker):
@@ -281,6 +328,89 @@ async def _publish_tasks(
             request = worker.publish_task(pipe, task, data, enqueue_ms, lib=lib)
             requests.append(request)
     return [await r for r in requests]
+
+
+async def run_streaq_worker(
+    worker: Worker[Any],
+    *,
+    queue: str,
+    jobs: Mapping[str, JobSpec],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``worker.run_async()``, with a scheduler beside it for each periodic job (they stop
+    when the worker does). A queue without periodic jobs runs the worker alone."""
+    periodic = [spec for spec in jobs.values() if spec.periodic is not None]
+    if not periodic:
+        await worker.run_async(task_status=task_status)
+        return
+
+    async def run(task_status: trio.TaskStatus[None]) -> None:
+        await worker.run_async(task_status=task_status)
+        schedulers.cancel_scope.cancel()
+
+    async with trio.open_nursery() as schedulers:
+        await schedulers.start(run)
+        task_status.started()
+        for spec in periodic:
+            assert spec.periodic is not None
+            schedulers.start_soon(
+                functools.partial(
+                    run_periodic,
+                    queue=queue,
+                    job=spec.name,
+                    spec=spec.periodic,
+                    now=time.time,
+                    take=functools.partial(take_instants, worker, queue),
+                )
+            )
+
+
+def schedule_key(worker: Worker[Any], job: str) -> str:
+    """The hash of a periodic job's last instant taken (``instant``) and its job id (``job``)."""
+    return f"{worker.prefix}:schedule:{job}"
+
+
+async def take_instants(
+    worker: Worker[Any], queue: str, job: str, spec: PeriodicSpec, now: float
+) -> Taken:
+    """A periodic job's atomic step on Redis (see :mod:`._periodic`): ``WATCH`` its schedule
+    hash, read it, plan, then one ``MULTI``/``EXEC`` with the jobs (streaq's own publish, ids
+    from the instants) and the newest instant. If another process changed the hash since the
+    ``WATCH``, ``EXEC`` does nothing and this process took nothing (the other one did)."""
+    key = schedule_key(worker, job)
+    enqueue_ms = int(now * 1000)
+    try:
+        async with worker.redis.pipeline(transaction=True) as pipe, pipe.watch(key):
+            instant, last_job = await worker.redis.hmget(key, ["instant", "job"])
+            last = None if instant is None else float(instant)
+            chosen = plan(spec, last, now)
+            if chosen.newest is None:
+                return Taken((), (), 0)
+            active = last_job is not None and spec.overlap == "skip"
+            if active:
+                active = bool(await worker.redis.exists([worker.task_key + str(last_job)]))
+            enqueued: list[float] = []
+            skipped: list[float] = []
+            lib = Streaq(pipe)
+            for moment in chosen.run:
+                if active:
+                    skipped.append(moment)
+                    continue
+                task = worker.enqueue_unsafe(job)
+                task.id = instant_job_id(queue, job, moment)
+                worker.publish_task(
+                    pipe, task, await task.serialize(enqueue_ms), enqueue_ms, lib=lib
+                )
+                enqueued.append(moment)
+                last_job = task.id
+                active = spec.overlap == "skip"  # the one just enqueued is the previous now
+            mapping: dict[str, str] = {"instant": repr(chosen.newest)}
+            if last_job is not None:
+                mapping["job"] = str(last_job)
+            pipe.hset(key, mapping)
+    except WatchError:
+        return Taken((), (), 0)
+    return Taken(tuple(enqueued), tuple(skipped), chosen.dropped)
 
 
 async def _reload_functions(worker: Worker[Any]) -> None:

@@ -67,6 +67,7 @@ async def run_worker(
         await _run_journal_worker(queue, concurrency, grace, task_status)
         return
     from ._connection import first_failure, is_connection_failure  # Redis: the durable extra
+    from ._redis import run_streaq_worker
 
     prefix = f"{socket.gethostname()}-{os.getpid()}"
     backoff = 0.1
@@ -81,7 +82,7 @@ async def run_worker(
             )
             started = time.monotonic()
             try:
-                await worker.run_async()
+                await run_streaq_worker(worker, queue=queue.name, jobs=queue._jobs)
             except (Exception, BaseExceptionGroup) as exc:
                 if not is_connection_failure(exc):
                     raise

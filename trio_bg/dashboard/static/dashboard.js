@@ -256,9 +256,38 @@
         el("td", { class: "name", title: q.redis, text: q.name }), status,
         number(q.depth), number(q.delayed), number(q.in_flight), number(q.succeeded),
         number(q.failed), number(q.cancelled), number(q.workers)));
+      const extra = queueDetail(q);
+      if (extra) body.append(el("tr", { class: "queue-detail", "data-queue-detail": q.name },
+        el("td", { colspan: String(head.length) }, extra)));
     }
     table.append(body);
     $("queues").replaceChildren(table);
+  }
+
+  function queueDetail(q) {  // its periodic jobs and its running jobs with their progress
+    if (!q.schedules.length && !q.running.length) return null;
+    const box = el("div", { class: "queue-extra" });
+    for (const s of q.schedules) {
+      const last = s.last_at === null ? "never run" : "last " + s.last_at.slice(0, 19).replace("T", " ") +
+        (s.last_state ? " (" + s.last_state + (s.last_error ? ": " + s.last_error : "") + ")" : "");
+      box.append(el("div", { class: "schedule", "data-schedule": s.job,
+        text: s.job + " · " + s.schedule + " · next " + s.next_at.slice(0, 19).replace("T", " ") + " UTC · " + last }));
+    }
+    for (const j of q.running) {
+      const row = el("div", { class: "running-job", "data-job-id": j.id }, el("span", { class: "task-name", text: j.name + " (" + j.id + ")" }));
+      if (j.progress) {
+        const p = j.progress;
+        const bar = el("span", { class: "progress", "data-progress": p.fraction === null ? "" : String(p.fraction) });
+        if (p.fraction !== null) {
+          bar.append(el("progress", { max: "1", value: String(p.fraction) }),
+            el("span", { class: "percent", text: Math.round(p.fraction * 100) + "%" }));
+        }
+        if (p.message !== null) bar.append(el("span", { class: "progress-message", text: p.message }));
+        row.append(bar);
+      }
+      box.append(row);
+    }
+    return box;
   }
 
   function render(data, notice) {
