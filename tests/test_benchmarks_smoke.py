@@ -49,3 +49,34 @@ def test_the_journal_benchmark_prints_its_table() -> None:
         "worker process, same host: p50",
     ):
         assert line in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "arguments", "lines"),
+    [
+        (
+            "benchmarks.periodic",
+            ["--runs", "200", "--rounds", "1"],
+            ["a start and a sleep per period:", "tm.start_periodic_named(every=1):", "/ start:"],
+        ),
+        (
+            "benchmarks.tracked",
+            ["--requests", "200"],
+            ["(d)      TaskMiddleware", "(floor)  a nursery per request", "(d) - (floor): "],
+        ),
+    ],
+)
+def test_the_small_benchmarks_print_their_rows(
+    module: str, arguments: list[str], lines: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in lines:
+        assert line in done.stdout, done.stdout
