@@ -129,3 +129,28 @@ async def test_after_every_worker_was_down_latest_runs_the_last_missed_instant_o
     # most recent ran at the restart (so the hole ends one second before a run, not at one).
     assert len(gaps) == 1
     assert DOWN - 1.5 <= gaps[0] <= DOWN + 2
+
+
+async def test_on_redis_after_every_worker_was_down_latest_runs_the_last_missed_instant_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIO_BG_TEST_PERIODIC", "1")
+    with redis_workers(redis_server, count=2, concurrency=2) as processes:
+        await trio.sleep(3)
+        await stop_all(processes)
+    stopped = time.time()
+    await trio.sleep(DOWN)  # every worker down: instants missed
+    with redis_workers(redis_server, count=2, concurrency=2) as processes:
+        await trio.sleep(2.5)
+        await stop_all(processes)
+    queue = durable_jobs.make_queue(redis_server.url)
+    async with queue:
+        prefix = f"streaq:{durable_jobs.QUEUE_NAME}:task:results:"
+        ids = {key.removeprefix(prefix) for key in await queue.redis.keys(prefix + "*")}
+    around = range(int(stopped) - 10, int(time.time()) + 2)
+    by_id = {instant_job_id(durable_jobs.QUEUE_NAME, "tick", float(t)): t for t in around}
+    assert ids <= set(by_id)
+    seconds = sorted(by_id[i] for i in ids)
+    gaps = [b - a for a, b in itertools.pairwise(seconds) if b - a > 1]
+    assert len(gaps) == 1  # the missed instants; the most recent of them ran at the restart
+    assert DOWN - 1.5 <= gaps[0] <= DOWN + 2
