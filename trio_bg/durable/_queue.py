@@ -34,6 +34,7 @@ from .._core._starter import TaskStarter
 from .._core._state import TaskState
 from .._core._trio_only import require_trio
 from ._backend import Backend, Publication
+from ._dead import DeadLetter
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
 from ._ids import key_id, random_id
@@ -508,6 +509,28 @@ class DurableQueue:
             if handle is not None:
                 found.append(handle)
         return found
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The messages this queue's Redis workers could not run and kept (oldest first): see
+        docs/durable.md, "No message stops a worker". Always empty for the journal.
+
+        Raises:
+            QueueUnavailable: the store cannot be read.
+        """
+        if self.is_journal:
+            return []
+        return await self._redis("dead_letters").dead_letters()
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        """Delete one dead letter; False if there is none with that id.
+
+        Raises:
+            QueueUnavailable: the store cannot be reached.
+        """
+        check_optional_str("letter_id", letter_id)
+        if self.is_journal:
+            return False
+        return await self._redis("discard_dead").discard_dead(letter_id)
 
     async def schedules(self) -> list[ScheduleState]:
         """Each periodic job of this queue (``@queue.periodic``): its schedule, next instant,

@@ -10,7 +10,7 @@ import functools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
@@ -20,6 +20,8 @@ from streaq.types import Streaq
 from streaq.utils import now_ms
 
 from ._connection import client_options, first_failure, is_connection_failure
+from ._dead import DeadLetter, dead_key
+from ._dead import parse as parse_dead
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
 from ._periodic import (
@@ -163,6 +165,24 @@ class RedisBackend:
 
     def abort(self, handle: DurableHandle[Any]) -> None:
         self.results.abort(handle)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                stored = await worker.redis.hgetall(dead_key(worker))
+        except BaseException as exc:
+            self.unavailable(exc, "read the dead letters")
+        letters = [parse_dead(str(entry), text) for entry, text in stored.items()]
+        return sorted((letter for letter in letters if letter is not None), key=_letter_time)
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                return bool(await worker.redis.hdel(dead_key(worker), [letter_id]))
+        except BaseException as exc:
+            self.unavailable(exc, "discard a dead letter")
 
     async def running_ids(self, limit: int) -> list[str]:
         worker = self.open_worker()
@@ -363,6 +383,10 @@ async def run_streaq_worker(
                     take=functools.partial(take_instants, worker, queue),
                 )
             )
+
+
+def _letter_time(letter: DeadLetter) -> datetime:
+    return letter.at
 
 
 def schedule_key(worker: Worker[Any], job: str) -> str:
