@@ -40,15 +40,22 @@ if TYPE_CHECKING:
     from streaq.types import Entries, StreamMessage
 
 
-class _DeadLetterLogged(logging.Filter):
-    """Drops streaq's own ERROR line for data it could not deserialize: the worker's dead-letter
-    WARNING names the entry and why (one line per bad message, not two)."""
+class _SaidOnce(logging.Filter):
+    """Drops streaq's own lines that trio_bg's say better, so each event is one line: its ERROR
+    for data it could not deserialize (the dead letter's WARNING names the entry and why), and
+    its ERROR with two tracebacks plus an INFO line for an expected retry (the job's WARNING
+    says which attempt failed, why, and when the next one comes)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).endswith("failed to deserialize")
+        message = str(record.msg)
+        return not (
+            message.endswith("failed to deserialize")
+            or message.startswith("Retrying task ")
+            or " ↻ " in message
+        )
 
 
-logging.getLogger("streaq").addFilter(_DeadLetterLogged())
+logging.getLogger("streaq").addFilter(_SaidOnce())
 
 
 def _is_result(value: object) -> bool:
