@@ -31,12 +31,15 @@ from coredis.response.types import StreamEntry
 from streaq import Worker
 from streaq.constants import REDIS_GROUP, REDIS_HEALTH
 from streaq.types import StreaqCancelled, StreaqError
+from streaq.utils import now_ms
 
 from .._core._text import clean
 from ._dead import dead_key, record, task_data_problem
+from ._reclaim import beat
 from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
+    from anyio import CancelScope
     from streaq.types import Entries, StreamMessage
 
 
@@ -95,6 +98,11 @@ class CountingWorker(Worker[Any]):
     streaq stores as the job's failure and acks; the data is kept as a dead letter).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._started: dict[str, tuple[str, int]] = {}
+        """Per stream entry of a job running here: its id and when it started (unix ms)."""
+
     async def _read_streams_max_count(self, count: int, block: bool = False) -> Entries:
         return await self._checked(await super()._read_streams_max_count(count, block))
 
@@ -131,10 +139,16 @@ class CountingWorker(Worker[Any]):
 
     async def run_task(self, msg: StreamMessage) -> None:
         running = _message.set(msg.task_id)
+        # For the heartbeat: a worker that finds this one dead logs how long it held the job.
+        self._started[msg.message_id] = (msg.task_id, now_ms())
         try:
             await super().run_task(msg)
         finally:
             _message.reset(running)
+            self._started.pop(msg.message_id, None)
+
+    async def renew_idle_timeouts(self, scope: CancelScope) -> None:
+        await beat(self, scope, self._started)
 
     async def deserialize(self, data: Any) -> Any:
         job = _message.get()
