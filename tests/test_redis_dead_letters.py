@@ -5,6 +5,7 @@ one is acked, logged and kept as a dead letter (counted, listed, deletable)."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ __all__ = ["redis_server"]
 
 pytestmark = pytest.mark.slow
 
+GOOD = {"f": "add", "a": [40, 2], "k": {}, "t": 1}
 UNKNOWN = "job-" + "e" * 32  # a well-formed id: find_job gives its handle
 
 HOSTILE_DATA = {
@@ -35,6 +37,13 @@ HOSTILE_DATA = {
         "task data's arguments ('a') are not a list",
     ),
     "job-not-json": ("{not json", "task data is not JSON"),
+    "job-no-a": (json.dumps({"f": "add", "k": {}, "t": 1}), "task data has no arguments ('a')"),
+    "job-chained": (
+        json.dumps({"f": "add", "a": [1, 2], "k": {}, "t": 1, "A": "job-other"}),
+        "task data uses streaq's task chaining ('A'), which trio_bg never writes",
+    ),
+    "job-like-a-result": (json.dumps({"s": True, "r": 1}), "task data has no function name ('f')"),
+    "job-pickle": (pickle.dumps({"f": "add"}), "task data is not JSON"),
     UNKNOWN: (
         json.dumps({"f": "nope", "a": [], "k": {}, "t": 1}),
         "no job named 'nope' is registered in this worker",
@@ -57,12 +66,16 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
             for job_id, (data, _) in HOSTILE_DATA.items():
                 await redis.set(worker.task_key + job_id, data)
                 await redis.xadd(stream, {"task_id": job_id, "enqueue_time": "0"})
+            # Good task data behind a bad entry; an entry whose task data is gone.
+            await redis.set(worker.task_key + "job-bad-time", json.dumps(GOOD))
+            bad_time = await redis.xadd(stream, {"task_id": "job-bad-time", "enqueue_time": "x"})
+            await redis.xadd(stream, {"task_id": "job-no-data", "enqueue_time": "0"})
             after = [await queue.enqueue(jobs.add, i, 2) for i in range(10)]
             with trio.fail_after(20):
                 results = [await h.get() for h in before + after]
             assert results == [i + 1 for i in range(10)] + [i + 2 for i in range(10)]
 
-            expected = len(HOSTILE_DATA) + 1
+            expected = len(HOSTILE_DATA) + 3
             with trio.fail_after(10):
                 # Other processes write them: nothing to wait on but the hash itself.
                 while len(letters := await queue.dead_letters()) < expected:  # noqa: ASYNC110
@@ -70,18 +83,23 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
             assert all(p.poll() is None for p in processes), "a worker died"
             by_job = {letter.job: letter for letter in letters if letter.job is not None}
             assert {job: letter.reason for job, letter in by_job.items()} == {
-                job: reason for job, (_, reason) in HOSTILE_DATA.items()
+                **{job: reason for job, (_, reason) in HOSTILE_DATA.items()},
+                "job-bad-time": "stream entry's enqueue time is not a whole number "
+                "('enqueue_time')",
+                "job-no-data": "task data is missing",
             }
+            assert by_job["job-bad-time"].id == bad_time  # the entry's id: its job never ran
+            assert by_job["job-no-data"].id == "job-no-data"
             assert by_job["job-a-list"].raw == "[1, 2, 3]"
             [no_id] = [letter for letter in letters if letter.job is None]
             assert no_id.reason == "stream entry names no job ('task_id')"
             assert "no task id" in no_id.raw
             stats = await queue.statistics()
-            assert stats.dead == len(HOSTILE_DATA) + 1
+            assert stats.dead == expected
             assert stats.depth == 0  # every entry was acked: none is waiting or stuck
             assert await queue.discard_dead(no_id.id) is True
             assert await queue.discard_dead(no_id.id) is False
-            assert (await queue.statistics()).dead == len(HOSTILE_DATA)
+            assert (await queue.statistics()).dead == expected - 1
             # A handle to a dead-lettered job ends FAILED (streaq stored the failure).
             found = await queue.find_job(UNKNOWN)
             assert found is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast, final
@@ -28,7 +29,11 @@ logger = logging.getLogger("trio_bg.durable")
 DEAD_KEY = ":trio_bg:dead"
 """After ``streaq:<queue>``: the hash of dead letters."""
 MAX_RAW = 2000
-"""Characters of a dead letter's raw value kept."""
+"""Characters of a dead letter's raw value shown (``DeadLetter.raw``)."""
+MAX_KEPT = 1_000_000
+"""Characters of task data kept whole with its dead letter, so ``requeue_dead`` can run it."""
+CHAINING = ("A", "F", "O", "T")
+"""streaq's task-chaining fields of task data."""
 
 
 def dead_key(worker: Any) -> str:
@@ -64,31 +69,67 @@ def task_data_problem(data: object) -> str | None:
     fields = cast("dict[str, Any]", data)
     if not isinstance(fields.get("f"), str):
         return "task data has no function name ('f')"
-    if not isinstance(fields.get("a", []), list):
+    if "a" not in fields:
+        return "task data has no arguments ('a')"
+    if not isinstance(fields["a"], list):
         return "task data's arguments ('a') are not a list"
     if not isinstance(fields.get("k"), dict):
         return "task data has no keyword arguments ('k')"
     enqueued = fields.get("t")
     if isinstance(enqueued, bool) or not isinstance(enqueued, int):
         return "task data has no enqueue time ('t')"
+    # streaq's chaining fields, which trio_bg never writes: streaq would read other keys
+    # through them, outside the code that fails a job cleanly.
+    chained = [key for key in CHAINING if fields.get(key) is not None]
+    if chained:
+        return f"task data uses streaq's task chaining ({chained[0]!r}), which trio_bg never writes"
     return None
 
 
+def stream_entry_problem(fields: object) -> tuple[str | None, str | None]:
+    """(the job id, why the entry cannot run or None) for a stream entry's fields."""
+    if not isinstance(fields, Mapping):
+        return None, "stream entry names no job ('task_id')"
+    values = cast("Mapping[object, object]", fields)
+    job = values.get("task_id")
+    if not isinstance(job, str) or not job:
+        return None, "stream entry names no job ('task_id')"
+    enqueued = values.get("enqueue_time", "0")
+    if not isinstance(enqueued, str) or not enqueued.isascii() or not enqueued.isdigit():
+        return job, "stream entry's enqueue time is not a whole number ('enqueue_time')"
+    return job, None
+
+
 async def record(
-    redis: Any, worker: Any, entry: str, job: str | None, reason: str, raw: object
+    worker: Any,
+    *,
+    letter: str,
+    job: str | None,
+    reason: str,
+    raw: object,
+    entry: str | None = None,
+    task_data: bool = False,
 ) -> None:
-    """Log one line and keep the dead letter (best effort: a failed write is logged too)."""
+    """Log one line and keep the dead letter ``letter`` (best effort: a failed write is logged
+    too). ``entry``: the stream entry's id when ``letter`` is the job's; ``task_data``: ``raw``
+    is the job's whole task data (kept whole up to :data:`MAX_KEPT`, for ``requeue_dead``)."""
     text = raw if isinstance(raw, str) else safe_str(raw)
+    named = [clean(entry if entry is not None else letter, 120)]
+    if job is not None:
+        named.append(f"job {clean(job, 120)}")
     logger.warning(
-        "worker %s: dead letter %s%s: %s; kept in %s",
-        worker.id, clean(entry, 120), "" if job is None or job == entry else f" (job {job})",
-        reason, dead_key(worker),
+        "worker %s: dead letter (%s): %s; kept in %s",
+        worker.id, ", ".join(named), reason, dead_key(worker),
     )  # fmt: skip
-    letter = {"job": job, "reason": reason, "raw": clean(text, MAX_RAW), "at": time.time()}
+    kept: dict[str, object] = {
+        "job": job, "reason": reason, "raw": clean(text, MAX_RAW), "at": time.time()
+    }  # fmt: skip
+    if task_data and isinstance(raw, str) and len(raw) <= MAX_KEPT:
+        kept["data"] = raw
     try:
-        await redis.hset(dead_key(worker), {entry: json.dumps(letter, ensure_ascii=False)})
+        await worker.redis.hset(dead_key(worker), {letter: json.dumps(kept, ensure_ascii=False)})
     except Exception as exc:  # the entry is acked anyway: a lost Redis must not stop the worker
-        logger.warning("worker %s: cannot keep dead letter %s: %s", worker.id, entry, exc)
+        logger.warning("worker %s: cannot keep dead letter %s: %s", worker.id, letter, exc)
 
 
 def parse(entry: str, text: object) -> DeadLetter | None:

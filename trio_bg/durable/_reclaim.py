@@ -20,6 +20,7 @@ beat (plain streaq workers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -126,13 +127,15 @@ async def beat(worker: Any, scope: Any, started: Mapping[str, tuple[str, int]]) 
                     logger.warning("worker %s: cannot look for dead workers: %s", worker.id, exc)
                 await trio.sleep(interval)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    await worker.redis.delete(
-                        [health_key(worker, worker.id), held_key(worker, worker.id)]
-                    )
-                except Exception:  # Redis lost: the keys expire by themselves
-                    pass
+            # Redis lost: the keys expire by themselves.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(2),
+                contextlib.suppress(Exception),
+            ):
+                await worker.redis.delete(
+                    [health_key(worker, worker.id), held_key(worker, worker.id)]
+                )
 
 
 async def reclaim_dead(worker: Any, ttl_ms: int) -> int:
@@ -144,7 +147,11 @@ async def reclaim_dead(worker: Any, ttl_ms: int) -> int:
     candidates: list[tuple[str, str, int, int]] = []  # stream, consumer, pending, idle
     for stream, info in zip(streams, infos, strict=True):
         for consumer in await info:
-            name, pending, idle = consumer.get("name"), consumer.get("pending"), consumer.get("idle")
+            name, pending, idle = (
+                consumer.get("name"),
+                consumer.get("pending"),
+                consumer.get("idle"),
+            )
             if not isinstance(name, str) or name == worker.id:
                 continue
             pending = pending if isinstance(pending, int) else 0
@@ -175,7 +182,9 @@ async def _move(worker: Any, stream: str, consumer: str) -> int:
     ids = [str(p.identifier) for p in listed]
     if not ids:
         return 0
-    reply: Any = await redis.eval(_MOVE, [stream, worker._running_set], [REDIS_GROUP, consumer, *ids])
+    reply: Any = await redis.eval(
+        _MOVE, [stream, worker._running_set], [REDIS_GROUP, consumer, *ids]
+    )
     moved = cast("list[Sequence[Any]]", reply or [])
     if not moved:
         return 0

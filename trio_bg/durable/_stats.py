@@ -22,7 +22,6 @@ no expiry: the counts are since the queue's keys were created.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -34,7 +33,7 @@ from streaq.types import StreaqCancelled, StreaqError
 from streaq.utils import now_ms
 
 from .._core._text import clean
-from ._dead import dead_key, record, task_data_problem
+from ._dead import dead_key, record, stream_entry_problem, task_data_problem
 from ._reclaim import beat
 from ._statistics import QueueStatistics
 
@@ -45,7 +44,8 @@ if TYPE_CHECKING:
 
 class _SaidOnce(logging.Filter):
     """Drops streaq's own lines that trio_bg's say better, so each event is one line: its ERROR
-    for data it could not deserialize (the dead letter's WARNING names the entry and why), and
+    for data it could not deserialize and its WARNING for data that is gone (the dead letter's
+    WARNING names the entry and why), and
     its ERROR with two tracebacks plus an INFO line for an expected retry (the job's WARNING
     says which attempt failed, why, and when the next one comes)."""
 
@@ -53,6 +53,7 @@ class _SaidOnce(logging.Filter):
         message = str(record.msg)
         return not (
             message.endswith("failed to deserialize")
+            or (message.startswith("task † ") and message.endswith(" expired"))
             or message.startswith("Retrying task ")
             or " ↻ " in message
         )
@@ -61,13 +62,14 @@ class _SaidOnce(logging.Filter):
 logging.getLogger("streaq").addFilter(_SaidOnce())
 
 
-def _is_result(value: object) -> bool:
-    """A stored result record (streaq's results have ``"s"``, task data never does)."""
-    return isinstance(value, dict) and "s" in value
-
-
-_message: ContextVar[str | None] = ContextVar("trio_bg_streaq_message", default=None)
-"""The job id of the message a worker's task is running (streaq runs each in a task)."""
+_message: ContextVar[list[tuple[str, str]] | None] = ContextVar(
+    "trio_bg_streaq_message", default=None
+)
+"""The job id and stream entry id of the message a worker's task is running (streaq runs each
+in a task), until its task data is deserialized: what is deserialized after it (a result) is
+not task data."""
+_EXPIRED = "Task expired!"
+"""streaq's failure for a stream entry whose task data is gone."""
 
 ENDED_KEY = ":trio_bg:ended"
 """After ``streaq:<queue>``: the hash of outcome counts."""
@@ -110,7 +112,7 @@ class CountingWorker(Worker[Any]):
         return await self._checked(await super()._read_streams_legacy(count, block))
 
     async def _checked(self, entries: Entries) -> Entries:
-        """``entries`` without those that name no job (each acked, deleted, dead-lettered)."""
+        """``entries`` without those that cannot run (each acked, deleted, dead-lettered)."""
         if not entries:
             return entries
         kept: dict[str, tuple[StreamEntry, ...]] = {}
@@ -118,27 +120,22 @@ class CountingWorker(Worker[Any]):
             good: list[StreamEntry] = []
             for message in messages:
                 # Typed as a mapping; what Redis returned is checked, not trusted.
-                fields = cast(object, message.field_values)
-                job: object = (
-                    cast("Mapping[object, object]", fields).get("task_id")
-                    if isinstance(fields, Mapping)
-                    else None
-                )
-                if isinstance(job, str) and job:
+                job, problem = stream_entry_problem(cast(object, message.field_values))
+                if problem is None:
                     good.append(message)
                     continue
                 entry = str(message.identifier)
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.xack(stream, REDIS_GROUP, [entry])
                     pipe.xdel(stream, [entry])
-                reason = "stream entry names no job ('task_id')"
-                await record(self.redis, self, entry, None, reason, message.field_values)
+                await record(self, letter=entry, job=job, reason=problem, raw=message.field_values)
             if good:
                 kept[stream] = tuple(good)
         return kept
 
     async def run_task(self, msg: StreamMessage) -> None:
-        running = _message.set(msg.task_id)
+        # The first deserialize of this task is its task data (see deserialize).
+        running = _message.set([(msg.task_id, msg.message_id)])
         # For the heartbeat: a worker that finds this one dead logs how long it held the job.
         self._started[msg.message_id] = (msg.task_id, now_ms())
         try:
@@ -151,23 +148,29 @@ class CountingWorker(Worker[Any]):
         await beat(self, scope, self._started)
 
     async def deserialize(self, data: Any) -> Any:
-        job = _message.get()
+        waiting = _message.get()
+        if not waiting:
+            return await super().deserialize(data)  # a result, or not in a job's run
+        job, entry = waiting.pop()
         try:
             decoded: Any = await super().deserialize(data)
         except StreaqError:
-            if job is not None:
-                await record(self.redis, self, job, job, "task data is not JSON", data)
+            await self._dead_data(job, entry, "task data is not JSON", data)
             raise
-        if job is None or _is_result(decoded):
-            return decoded  # a result (it has "s"), or not a job's data
         problem = task_data_problem(decoded)
         name = cast("dict[str, str]", decoded)["f"] if problem is None else ""
         if problem is None and name not in self.registry:
             problem = f"no job named {clean(name, 200)!r} is registered in this worker"
         if problem is not None:
-            await record(self.redis, self, job, job, problem, data)
+            await self._dead_data(job, entry, problem, data)
             raise StreaqError(problem)
         return decoded
+
+    async def _dead_data(self, job: str, entry: str, reason: str, data: object) -> None:
+        """Keep bad task data as a dead letter (streaq stores the job's failure and acks)."""
+        await record(
+            self, letter=job, job=job, reason=reason, raw=data, entry=entry, task_data=True
+        )
 
     async def finish_failed_task(
         self,
@@ -179,6 +182,11 @@ class CountingWorker(Worker[Any]):
         ttl: timedelta | int | None = 300,
         otherwise: str | None = None,
     ) -> None:
+        if isinstance(exc, StreaqError) and str(exc) == _EXPIRED:
+            # streaq's word for an entry whose task data is gone (trio_bg sets no expiry).
+            reason = "task data is missing"
+            await record(self, letter=msg.task_id, job=msg.task_id, reason=reason, raw="",
+                         entry=msg.message_id)  # fmt: skip
         await super().finish_failed_task(
             msg, exc, tries, created_time, fn_name=fn_name, ttl=ttl, otherwise=otherwise
         )
