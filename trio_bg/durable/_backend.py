@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import trio
 
+    from ._dead import DeadLetter
     from ._handle import DurableHandle
     from ._jobs import JobSpec
     from ._periodic import ScheduleState
@@ -61,6 +62,18 @@ class Backend(Protocol):
     def abort(self, handle: DurableHandle[Any]) -> None: ...
 
     async def statistics(self) -> QueueStatistics: ...
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The messages workers could not run and kept, oldest first."""
+        ...
+
+    async def requeue_dead(self, letter_id: str) -> bool:
+        """Queue a dead letter's job again and delete the letter; False if there is none."""
+        ...
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        """Delete a dead letter; False if there is none."""
+        ...
 
     async def running_ids(self, limit: int) -> list[str]:
         """The ids of up to ``limit`` jobs running now."""

@@ -132,6 +132,16 @@ async def record(
         logger.warning("worker %s: cannot keep dead letter %s: %s", worker.id, letter, exc)
 
 
+def kept_data(text: object) -> str | None:
+    """The whole task data a stored dead letter kept, or None."""
+    try:
+        data: Any = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    kept = cast("dict[str, Any]", data).get("data") if isinstance(data, dict) else None
+    return kept if isinstance(kept, str) else None
+
+
 def parse(entry: str, text: object) -> DeadLetter | None:
     """A stored dead letter; None for a value this code did not write."""
     try:

@@ -17,6 +17,7 @@ plus trio's clock since (so trio's ``autojump_clock`` moves it in tests).
 from __future__ import annotations
 
 import functools
+import json
 
 # The durable package's internals (queue, handle, journal, workers) share private state among
 # themselves; their layering is the journal's to settle. Outside the core, only here and in the
@@ -29,12 +30,15 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
 from .._core._state import TaskState
+from .._core._text import clean
 from . import _journal_sql as sql
+from ._dead import MAX_RAW, DeadLetter
 from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
 from ._journal_file import JournalError, JournalFile, describe
@@ -407,6 +411,51 @@ class JournalBackend:
                 last, job = taken.get(spec.name, (None, None))
                 states.append(schedule_state(spec.name, spec.periodic, now, last, job))
         return states
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        try:
+            rows = await self.file.call(sql.dead_letters, self.name)
+        except BaseException as exc:
+            self.unavailable(exc, "read the dead letters")
+        letters: list[DeadLetter] = []
+        for job_id, function, args, error, at in rows:
+            reason: object = None
+            if error is not None:
+                try:
+                    decoded: object = loads(error)
+                except ValueError:
+                    decoded = None
+                if isinstance(decoded, dict):
+                    reason = cast("dict[str, object]", decoded).get("message")
+            raw = json.dumps({"function": function, "args": args}, ensure_ascii=False)
+            letters.append(
+                DeadLetter(
+                    id=job_id,
+                    job=job_id,
+                    reason=reason if isinstance(reason, str) else "",
+                    raw=clean(raw, MAX_RAW),
+                    at=datetime.fromtimestamp(at, UTC),
+                )
+            )
+        return letters
+
+    async def requeue_dead(self, letter_id: str) -> bool:
+        try:
+            requeued: bool = await self.file.call(
+                sql.requeue_dead, self.name, letter_id, self.now()
+            )
+        except BaseException as exc:
+            self.unavailable(exc, "requeue a dead letter")
+        if requeued:
+            self.wake_workers()
+        return requeued
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        try:
+            discarded: bool = await self.file.call(sql.discard_dead, self.name, letter_id)
+        except BaseException as exc:
+            self.unavailable(exc, "discard a dead letter")
+        return discarded
 
     async def statistics(self) -> QueueStatistics:
         now = self.now()

@@ -166,7 +166,8 @@ def insert_many(
 
 
 _PICK = """
-SELECT json_group_array(json_array(seq, id, function, json(args), attempts, max_attempts,
+SELECT json_group_array(json_array(seq, id, function,
+    CASE WHEN json_valid(args) THEN json(args) ELSE json_quote(args) END, attempts, max_attempts,
     CAST(created_at * 1000 AS INTEGER)))
 FROM (SELECT seq, id, function, args, attempts, max_attempts, created_at FROM jobs
       WHERE queue = ? AND state = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
@@ -213,12 +214,67 @@ def claim(
     return [], due
 
 
-def _count(connection: sqlite3.Connection, queue: str, outcome: str) -> None:
+def _count(connection: sqlite3.Connection, queue: str, outcome: str, by: int = 1) -> None:
     connection.execute(
-        "INSERT INTO outcomes (queue, outcome, count) VALUES (?, ?, 1) "
-        "ON CONFLICT (queue, outcome) DO UPDATE SET count = count + 1",
-        (queue, outcome),
+        "INSERT INTO outcomes (queue, outcome, count) VALUES (?, ?, ?) "
+        "ON CONFLICT (queue, outcome) DO UPDATE SET count = count + excluded.count",
+        (queue, outcome, by),
     )
+
+
+# Dead letters: a claimed row that cannot run (its arguments no JSON array, its function
+# registered nowhere in the worker) is kept in state 'dead' (read as failed by handles, never
+# pruned); the outcome 'dead' of ``outcomes`` counts them, so statistics reads no row.
+
+
+def dead(
+    connection: sqlite3.Connection, queue: str, owner: str, job_id: str, error: str, now: float
+) -> None:
+    """Move a job leased to ``owner`` to the dead letters."""
+    cursor = connection.execute(
+        "UPDATE jobs SET state = 'dead', error = ?, finished_at = ?, lease_owner = NULL, "
+        "lease_expires = NULL WHERE id = ? AND queue = ? AND state = 'running' "
+        "AND lease_owner = ?",
+        (error, now, job_id, queue, owner),
+    )
+    if cursor.rowcount:
+        _count(connection, queue, "dead")
+
+
+def dead_letters(
+    connection: sqlite3.Connection, queue: str
+) -> list[tuple[str, str, str, str | None, float]]:
+    """``(id, function, args, error, finished_at)`` of the dead rows of ``queue``, oldest
+    first (a scan: an operator's occasional read)."""
+    return list(
+        connection.execute(
+            "SELECT id, function, args, error, finished_at FROM jobs "
+            "WHERE queue = ? AND state = 'dead' ORDER BY finished_at",
+            (queue,),
+        )
+    )
+
+
+def requeue_dead(connection: sqlite3.Connection, queue: str, job_id: str, now: float) -> bool:
+    """Queue a dead job again from its first attempt; False if there is none."""
+    cursor = connection.execute(
+        "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, error = NULL, "
+        "started_at = NULL, finished_at = NULL WHERE id = ? AND queue = ? AND state = 'dead'",
+        (now, job_id, queue),
+    )
+    if cursor.rowcount:
+        _count(connection, queue, "dead", -1)
+    return cursor.rowcount == 1
+
+
+def discard_dead(connection: sqlite3.Connection, queue: str, job_id: str) -> bool:
+    """Delete a dead job; False if there is none."""
+    cursor = connection.execute(
+        "DELETE FROM jobs WHERE id = ? AND queue = ? AND state = 'dead'", (job_id, queue)
+    )
+    if cursor.rowcount:
+        _count(connection, queue, "dead", -1)
+    return cursor.rowcount == 1
 
 
 def finish_many(
@@ -486,7 +542,7 @@ def statistics(
     connection: sqlite3.Connection, queue: str, now: float, alive_since: float
 ) -> dict[str, int]:
     counts: dict[str, int] = dict.fromkeys(
-        ("depth", "delayed", "in_flight", *FINISHED, "workers"), 0
+        ("depth", "delayed", "in_flight", *FINISHED, "workers", "dead"), 0
     )
     # Two counts, each within its partial index (jobs_ready, jobs_leased): one query over
     # state IN ('queued', 'running') can use neither and reads every row of the table,

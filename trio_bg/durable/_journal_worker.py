@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import trio
 
@@ -195,14 +195,16 @@ class JournalWorker:
         # This task's own context: report_progress inside the job (and its threads) finds it.
         reporter.set(self._outbox.reporter(job.id))
         spec = backend.jobs.get(job.function)
+        problem = _problem(job, spec is not None)
+        if spec is None or problem is not None:
+            self._runs.pop(job.id, None)
+            backend.local_runs.pop(job.id, None)
+            await self._dead(job, problem or "")
+            backend.wake_workers()
+            return
         state, result, error = "failed", None, None
         retry_at: float | None = None
         try:
-            if spec is None:
-                raise LookupError(
-                    f"no job named {job.function!r} is registered on durable queue "
-                    f"{backend.name!r} in this worker"
-                )
             args: list[Any] = job.args
             with run.scope:
                 if spec.timeout is not None:
@@ -232,6 +234,36 @@ class JournalWorker:
             with trio.CancelScope(shield=True):
                 await self._store(job, state, result, error, retry_at)
         backend.wake_workers()
+
+    async def _dead(self, job: Claimed, reason: str) -> None:
+        """One WARNING line; the row kept in state 'dead' (its handles see it failed)."""
+        backend = self._backend
+        logger.warning(
+            "worker %s: dead letter (job %s): %s; kept in journal %s",
+            self._owner, job.id, reason, backend.path,
+        )  # fmt: skip
+        error = dumps({"type": "DeadLetter", "message": reason})
+        now = backend.now()
+        backend.finished(
+            sql.JobRow(
+                id=job.id,
+                function=job.function,
+                state="dead",
+                attempts=job.attempts,
+                result=None,
+                error=error,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=now,
+            )
+        )
+        with trio.CancelScope(shield=True):
+            try:
+                await backend.file.call(sql.dead, backend.name, self._owner, job.id, error, now)
+            except JournalError as exc:  # its lease runs out: it is claimed and checked again
+                logger.warning(
+                    "worker %s: cannot keep dead letter %s: %s", self._owner, job.id, exc
+                )
 
     def _failure(self, job: Claimed, exc: Exception) -> tuple[float | None, str]:
         spec = self._backend.jobs.get(job.function)
@@ -341,6 +373,15 @@ class JournalWorker:
             await backend.file.call(sql.leave, self._owner)
         except (JournalError, RuntimeError) as exc:
             logger.warning("worker %s: cannot leave cleanly: %s", self._owner, exc)
+
+
+def _problem(job: Claimed, registered: bool) -> str | None:
+    """Why a claimed row cannot run (written by something other than trio_bg), or None."""
+    if not registered:
+        return f"no job named {safe_str(job.function, 200)!r} is registered in this worker"
+    if not isinstance(cast(object, job.args), list):
+        return "arguments ('args') are not a JSON array"
+    return None
 
 
 def _traceback(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from typing import (
 import trio
 
 from .._core._callables import check_arguments, reject_non_function
-from .._core._checks import check_count, check_optional_str, check_seconds
+from .._core._checks import check_count, check_name, check_optional_str, check_seconds
 from .._core._retry import Retry
 from .._core._schedule import make_schedule
 from .._core._starter import TaskStarter
@@ -511,15 +511,26 @@ class DurableQueue:
         return found
 
     async def dead_letters(self) -> list[DeadLetter]:
-        """The messages this queue's Redis workers could not run and kept (oldest first): see
-        docs/durable.md, "No message stops a worker". Always empty for the journal.
+        """The messages this queue's workers could not run and kept, oldest first: see
+        docs/durable.md, "No message stops a worker". Cancelling the call abandons the reading.
 
         Raises:
             QueueUnavailable: the store cannot be read.
         """
-        if self.is_journal:
-            return []
-        return await self._redis("dead_letters").dead_letters()
+        return await self._open_backend("dead_letters").dead_letters()
+
+    async def requeue_dead(self, letter_id: str) -> bool:
+        """Run a dead letter's job again from its first attempt and delete the letter; False
+        if there is no letter with that id. Its task data goes back as it was kept: a job still
+        bad (or still registered in no worker) is dead-lettered again. Cancelling the call
+        before Redis answers may leave the job requeued.
+
+        Raises:
+            ValueError: the letter names no job, or kept no task data (over 1 MB): discard it.
+            QueueUnavailable: the store cannot be reached.
+        """
+        check_name("letter_id", letter_id)
+        return await self._open_backend("requeue_dead").requeue_dead(letter_id)
 
     async def discard_dead(self, letter_id: str) -> bool:
         """Delete one dead letter; False if there is none with that id.
@@ -527,10 +538,8 @@ class DurableQueue:
         Raises:
             QueueUnavailable: the store cannot be reached.
         """
-        check_optional_str("letter_id", letter_id)
-        if self.is_journal:
-            return False
-        return await self._redis("discard_dead").discard_dead(letter_id)
+        check_name("letter_id", letter_id)
+        return await self._open_backend("discard_dead").discard_dead(letter_id)
 
     async def schedules(self) -> list[ScheduleState]:
         """Each periodic job of this queue (``@queue.periodic``): its schedule, next instant,

@@ -20,7 +20,7 @@ from streaq.types import Streaq
 from streaq.utils import now_ms
 
 from ._connection import client_options, first_failure, is_connection_failure
-from ._dead import DeadLetter, dead_key
+from ._dead import DeadLetter, dead_key, kept_data
 from ._dead import parse as parse_dead
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
@@ -183,6 +183,38 @@ class RedisBackend:
                 return bool(await worker.redis.hdel(dead_key(worker), [letter_id]))
         except BaseException as exc:
             self.unavailable(exc, "discard a dead letter")
+
+    async def requeue_dead(self, letter_id: str) -> bool:
+        worker = self.open_worker()
+        redis = worker.redis
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                stored = await redis.hget(dead_key(worker), letter_id)
+                letter = None if stored is None else parse_dead(letter_id, stored)
+                if letter is None:
+                    return False
+                job = letter.job
+                if job is None:
+                    raise ValueError(f"dead letter {letter_id!r} names no job: discard it")
+                data = kept_data(stored)
+                if data is None and not await redis.exists([worker.task_key + job]):
+                    raise ValueError(f"dead letter {letter_id!r} kept no task data: discard it")
+                async with redis.pipeline(transaction=True) as pipe:
+                    if data is not None:
+                        pipe.set(worker.task_key + job, data)
+                    # streaq's stored failure and tries go: the job starts over.
+                    pipe.delete([worker.results_key + job, worker._retry_key + job])
+                    pipe.zrem(worker._results_set, [job])
+                    pipe.xadd(
+                        worker.stream_key + worker.priorities[-1],
+                        {"task_id": job, "enqueue_time": str(now_ms())},
+                    )
+                    pipe.hdel(dead_key(worker), [letter_id])
+        except ValueError:
+            raise
+        except BaseException as exc:
+            self.unavailable(exc, "requeue a dead letter")
+        return True
 
     async def running_ids(self, limit: int) -> list[str]:
         worker = self.open_worker()

@@ -21,6 +21,6 @@ class QueueStatistics:
     cancelled: int
     workers: int
     dead: int = 0
-    """Messages a Redis worker could not run and kept as dead letters
-    (``queue.dead_letters()``); always 0 for the journal, whose rows are written only by
-    trio_bg."""
+    """Messages workers could not run and kept as dead letters (``queue.dead_letters()``):
+    Redis entries or task data that are no job trio_bg wrote, journal rows whose arguments are
+    no JSON array; on both, jobs registered in no worker."""
