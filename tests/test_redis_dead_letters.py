@@ -5,7 +5,9 @@ one is acked, logged and kept as a dead letter (counted, listed, deletable)."""
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import re
 
 import pytest
 import trio
@@ -19,7 +21,9 @@ __all__ = ["redis_server"]
 pytestmark = pytest.mark.slow
 
 GOOD = {"f": "add", "a": [40, 2], "k": {}, "t": 1}
-UNKNOWN = "job-" + "e" * 32  # a well-formed id: find_job gives its handle
+# Well-formed ids: find_job gives their handles.
+UNKNOWN = "job-" + "e" * 32
+BAD_TIME = "job-" + "b" * 32  # good task data behind a bad stream entry
 
 HOSTILE_DATA = {
     "job-a-list": ("[1, 2, 3]", "task data is a JSON list, not an object"),
@@ -67,8 +71,8 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
                 await redis.set(worker.task_key + job_id, data)
                 await redis.xadd(stream, {"task_id": job_id, "enqueue_time": "0"})
             # Good task data behind a bad entry; an entry whose task data is gone.
-            await redis.set(worker.task_key + "job-bad-time", json.dumps(GOOD))
-            bad_time = await redis.xadd(stream, {"task_id": "job-bad-time", "enqueue_time": "x"})
+            await redis.set(worker.task_key + BAD_TIME, json.dumps(GOOD))
+            bad_time = await redis.xadd(stream, {"task_id": BAD_TIME, "enqueue_time": "x"})
             await redis.xadd(stream, {"task_id": "job-no-data", "enqueue_time": "0"})
             after = [await queue.enqueue(jobs.add, i, 2) for i in range(10)]
             with trio.fail_after(20):
@@ -84,11 +88,10 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
             by_job = {letter.job: letter for letter in letters if letter.job is not None}
             assert {job: letter.reason for job, letter in by_job.items()} == {
                 **{job: reason for job, (_, reason) in HOSTILE_DATA.items()},
-                "job-bad-time": "stream entry's enqueue time is not a whole number "
-                "('enqueue_time')",
+                BAD_TIME: "stream entry's enqueue time is not a whole number ('enqueue_time')",
                 "job-no-data": "task data is missing",
             }
-            assert by_job["job-bad-time"].id == bad_time  # the entry's id: its job never ran
+            assert by_job[BAD_TIME].id == bad_time  # the entry's id: its job never ran
             assert by_job["job-no-data"].id == "job-no-data"
             assert by_job["job-a-list"].raw == "[1, 2, 3]"
             [no_id] = [letter for letter in letters if letter.job is None]
@@ -97,6 +100,8 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
             stats = await queue.statistics()
             assert stats.dead == expected
             assert stats.depth == 0  # every entry was acked: none is waiting or stuck
+            with pytest.raises(ValueError, match=r"^dead letter '.+' names no job: discard it$"):
+                await queue.requeue_dead(no_id.id)
             assert await queue.discard_dead(no_id.id) is True
             assert await queue.discard_dead(no_id.id) is False
             assert (await queue.statistics()).dead == expected - 1
@@ -106,3 +111,48 @@ async def test_hostile_entries_are_dead_lettered_and_every_worker_stays_up(
             with trio.fail_after(10):
                 await found.wait()
             assert found.state.value == "failed"
+
+            # Requeued: good data runs; bad data comes back as a dead letter, counted once.
+            assert await queue.requeue_dead(by_job[BAD_TIME].id) is True
+            assert await queue.requeue_dead(by_job[BAD_TIME].id) is False
+            assert await queue.requeue_dead("job-no-f") is True
+            requeued = await queue.find_job(BAD_TIME)
+            assert requeued is not None
+            with trio.fail_after(10):
+                assert await requeued.get() == 42
+            with trio.fail_after(10):
+                while "job-no-f" not in {x.id for x in await queue.dead_letters()}:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            assert (await queue.statistics()).dead == expected - 2
+            assert all(p.poll() is None for p in processes), "a worker died"
+
+
+async def test_each_bad_message_is_one_warning_line_and_no_traceback(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    queue = jobs.make_queue(redis_server.url, poll_interval=0.05)
+    async with queue.open_worker(concurrency=2, grace=1):
+        worker = queue.streaq_worker()
+        stream = worker.stream_key + worker.priorities[-1]
+        entry = await queue.redis.xadd(stream, {"what": "no task id"})
+        await queue.redis.set(worker.task_key + UNKNOWN, "[1, 2, 3]")
+        await queue.redis.xadd(stream, {"task_id": UNKNOWN, "enqueue_time": "0"})
+        handle = await queue.enqueue(jobs.add, 1, 2)
+        with trio.fail_after(10):
+            assert await handle.get() == 3
+            while len(await queue.dead_letters()) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2, [r.getMessage() for r in lines]  # nothing from streaq besides
+    assert lines[0].getMessage().split(": ", 1)[1] == (
+        f"dead letter ({entry}): stream entry names no job ('task_id'); "
+        f"kept in streaq:{jobs.QUEUE_NAME}:trio_bg:dead"
+    )
+    second = lines[1].getMessage()
+    assert re.fullmatch(
+        rf"worker \S+: dead letter \(\d+-\d+, job {UNKNOWN}\): task data is a JSON list, not "
+        rf"an object; kept in streaq:{jobs.QUEUE_NAME}:trio_bg:dead",
+        second,
+    ), second
+    assert all(r.exc_info is None for r in caplog.records)
