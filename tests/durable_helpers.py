@@ -78,10 +78,12 @@ async def counts(queue: DurableQueue, prefix: str, tags: list[str]) -> list[int]
     return [int(v or 0) for v in values]
 
 
-async def wait_for_count(queue: DurableQueue, prefix: str, tags: list[str], at_least: int) -> None:
+async def wait_for_count(
+    queue: DurableQueue, prefix: str, tags: list[str], at_least: int, within: float = 15
+) -> None:
     """Poll (real time: other processes count; no event to wait on) until every counter reaches
-    ``at_least``; at most 15 s."""
-    with trio.fail_after(15):
+    ``at_least``; at most ``within`` seconds."""
+    with trio.fail_after(within):
         while min(await counts(queue, prefix, tags)) < at_least:  # noqa: ASYNC110
             await trio.sleep(0.05)
 

@@ -100,9 +100,10 @@ async def test_a_sigkilled_workers_job_runs_again_within_20_s_and_a_line_says_so
             await trio.sleep(1.5)  # held a moment: the log line says how long
             assert stop(doomed, signal.SIGKILL) == -signal.SIGKILL
             killed = trio.current_time()
-            with trio.fail_after(20):
+            await wait_for_count(queue, "started", ["held"], 2, within=20)
+            assert trio.current_time() - killed < 20  # the acceptance: within 20 s, defaults
+            with trio.fail_after(10):
                 assert await handle.get() == "held"
-            assert trio.current_time() - killed < 20
             assert await counts(queue, "started", ["held"]) == [2]
             stats = await queue.statistics()
             assert (stats.in_flight, stats.depth, stats.workers) == (0, 0, 1)
