@@ -4,11 +4,17 @@ final failure has its traceback once."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import trio
 
 from tests import durable_jobs as jobs
+from tests.durable_helpers import spawn_worker, stop, wait_for_count, workers
 from tests.redis_server import RedisServer, redis_server
 from trio_bg.durable import JobFailed
 
@@ -59,3 +65,31 @@ async def test_each_expected_retry_is_one_warning_line(
     tracebacks = [r for r in caplog.records if r.exc_info is not None]
     assert len(tracebacks) == 1  # the final failure of `doomed`, once
     assert doomed.id in tracebacks[0].getMessage()
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_workers_job_runs_again_within_20_s_with_defaults_and_a_line_says_so(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    queue = jobs.make_queue(redis_server.url)
+    log = tmp_path / "second.log"
+    with workers(redis_server, count=1, concurrency=1, reclaim=None) as (first,):
+        async with queue:
+            handle = await queue.enqueue(jobs.slow, "held", 60)
+            await wait_for_count(queue, "started", ["held"], 1)
+            first_id = f"{socket.gethostname()}-{first.pid}-1"  # the runner's worker id
+            os.kill(first.pid, signal.SIGKILL)  # mid-job
+            killed = time.monotonic()
+            with log.open("w") as stderr:
+                second = spawn_worker(redis_server, concurrency=1, reclaim=None, stderr=stderr)
+            try:
+                await wait_for_count(queue, "started", ["held"], 2, seconds=25)
+                again = time.monotonic() - killed
+                assert again <= 20, f"ran again after {again:.1f} s"
+                handle.cancel()
+            finally:
+                stop(second)
+    text = log.read_text()
+    assert f"job {handle.id} (stream entry " in text, text
+    assert f"was held by worker {first_id}, which sent no heartbeat for " in text, text
+    assert "(delivery 1): it is reclaimed and runs again" in text, text

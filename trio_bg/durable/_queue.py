@@ -76,8 +76,9 @@ class DurableQueue:
             ``queue`` column (several queues may share one file).
         result_ttl: seconds a job's result is kept after it finished (whole seconds).
         reclaim_timeout: Redis: seconds after which a job held by a worker that stopped
-            answering is given to another worker; workers refresh their jobs every 0.9 of it.
-            Also how long a worker blocks reading the stream.
+            answering is given to another worker; workers refresh their jobs every 0.9 of it
+            (their heartbeat). Also how long a worker blocks reading the stream, so a dead
+            worker's job runs again within one to two of it (10 s: within 20 s, ~15 typically).
         poll_interval: seconds between two rounds of the result poller (Redis); the journal's
             longest wait between two looks at the file when it is quiet.
         enqueue_timeout: seconds an enqueue may take before it raises
@@ -104,7 +105,7 @@ class DurableQueue:
         *,
         name: str = "default",
         result_ttl: int = 600,
-        reclaim_timeout: float = 60.0,
+        reclaim_timeout: float = 10.0,
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
         durability: Literal["normal", "full"] = "normal",

@@ -36,7 +36,7 @@ from ._progress import decode_progress, progress_key
 from ._results import ResultPoller
 from ._serialization import dumps, loads
 from ._statistics import QueueStatistics
-from ._stats import CountingWorker, read_statistics
+from ._stats import CountingWorker, read_statistics, watch_stale_jobs
 
 if TYPE_CHECKING:
     from ._backend import Publication
@@ -357,12 +357,9 @@ async def run_streaq_worker(
     jobs: Mapping[str, JobSpec],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``worker.run_async()``, with a scheduler beside it for each periodic job (they stop
-    when the worker does). A queue without periodic jobs runs the worker alone."""
+    """``worker.run_async()``, with a scheduler beside it for each periodic job and the watch
+    that names jobs of dead workers (they stop when the worker does)."""
     periodic = [spec for spec in jobs.values() if spec.periodic is not None]
-    if not periodic:
-        await worker.run_async(task_status=task_status)
-        return
 
     async def run(task_status: trio.TaskStatus[None]) -> None:
         await worker.run_async(task_status=task_status)
@@ -371,6 +368,7 @@ async def run_streaq_worker(
     async with trio.open_nursery() as schedulers:
         await schedulers.start(run)
         task_status.started()
+        schedulers.start_soon(watch_stale_jobs, worker)
         for spec in periodic:
             assert spec.periodic is not None
             schedulers.start_soon(

@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+import trio
 from coredis.response.types import StreamEntry
 from streaq import Worker
 from streaq.constants import REDIS_GROUP, REDIS_HEALTH
@@ -56,6 +57,66 @@ class _SaidOnce(logging.Filter):
 
 
 logging.getLogger("streaq").addFilter(_SaidOnce())
+
+
+async def watch_stale_jobs(worker: Worker[Any]) -> None:
+    """Log each job held by a worker that stopped refreshing it (no heartbeat for the reclaim
+    timeout): the job, that worker, and for how long; the next read of any worker reclaims it.
+    One XPENDING per stream every half reclaim timeout (one more read per stale entry, to name
+    its job); each entry is logged once per process. Until cancelled (the worker's stop)."""
+    seen: set[str] = set()
+    idle = int(worker.idle_timeout)
+    while True:
+        await trio.sleep(idle / 2000)
+        for priority in worker.priorities:
+            stream = worker.stream_key + priority
+            try:
+                stale = await worker.redis.xpending(
+                    stream, REDIS_GROUP, start="-", end="+", count=20, idle=idle
+                )
+            except Exception:  # no group yet, a lost Redis: the worker itself will say so
+                continue
+            for entry in cast("tuple[Any, ...]", stale):
+                entry_id = str(entry.identifier)
+                if entry_id in seen or str(entry.consumer) == worker.id:
+                    continue
+                seen.add(entry_id)
+                job: object = None
+                try:
+                    found = await worker.redis.xrange(stream, entry_id, entry_id)
+                    if found:
+                        job = cast("Mapping[object, object]", found[0].field_values).get("task_id")
+                except Exception:
+                    pass
+                logger.warning(
+                    "job %s (stream entry %s) was held by worker %s, which sent no heartbeat for "
+                    "%.1f s (delivery %d): it is reclaimed and runs again",
+                    clean(str(job), 120), entry_id, clean(str(entry.consumer), 120),
+                    int(entry.idle) / 1000, int(entry.delivered),
+                )  # fmt: skip
+
+
+def _note_reclaimed(worker: Worker[Any], message: StreamEntry) -> None:
+    """Log an entry this read claimed from a worker that stopped refreshing it (delivered
+    before, idle past the reclaim timeout): the job, how long it went without a heartbeat."""
+    delivered = getattr(message, "delivered", None)
+    idle = getattr(message, "idle", None)
+    if not isinstance(delivered, int) or delivered < 1 or not isinstance(idle, int):
+        return
+    fields = cast(object, message.field_values)
+    job = (
+        cast("Mapping[object, object]", fields).get("task_id")
+        if isinstance(fields, Mapping)
+        else None
+    )
+    logger.warning(
+        "worker %s reclaimed job %s: the worker that held it sent no heartbeat for %.1f s "
+        "(delivery %d); it runs again here",
+        worker.id, clean(str(job), 120), idle / 1000, delivered + 1,
+    )  # fmt: skip
+
+
+logger = logging.getLogger("trio_bg.durable")
 
 
 def _is_result(value: object) -> bool:
@@ -109,6 +170,7 @@ class CountingWorker(Worker[Any]):
         for stream, messages in entries.items():
             good: list[StreamEntry] = []
             for message in messages:
+                _note_reclaimed(self, message)
                 # Typed as a mapping; what Redis returned is checked, not trusted.
                 fields = cast(object, message.field_values)
                 job: object = (
