@@ -96,6 +96,7 @@ class RedisBackend:
         stack.callback(nursery.cancel_scope.cancel)
         self.results = ResultPoller(queue_name=self.name, poll_interval=self._poll_interval)
         nursery.start_soon(self.results.run, worker)
+        nursery.start_soon(self.results.listen, worker)
         self._stack = stack
         self.worker = worker
 
