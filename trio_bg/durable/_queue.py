@@ -75,9 +75,11 @@ class DurableQueue:
         name: the queue's name; the Redis keys start with ``streaq:<name>:``; in a journal, the
             ``queue`` column (several queues may share one file).
         result_ttl: seconds a job's result is kept after it finished (whole seconds).
-        reclaim_timeout: Redis: seconds after which a job held by a worker that stopped
-            answering is given to another worker; workers refresh their jobs every 0.9 of it.
-            Also how long a worker blocks reading the stream.
+        reclaim_timeout: Redis: a worker without a heartbeat for half of it is dead, and the
+            next beat of another (every eighth of it) puts its jobs back in the stream (10 s:
+            a dead worker's job runs again within about 6 s); streaq's own reclaim of entries
+            idle this long stays as the fallback. Also how long a worker blocks reading the
+            stream.
         poll_interval: seconds between two rounds of the result poller (Redis); the journal's
             longest wait between two looks at the file when it is quiet.
         enqueue_timeout: seconds an enqueue may take before it raises
@@ -104,7 +106,7 @@ class DurableQueue:
         *,
         name: str = "default",
         result_ttl: int = 600,
-        reclaim_timeout: float = 60.0,
+        reclaim_timeout: float = 10.0,
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
         durability: Literal["normal", "full"] = "normal",

@@ -1,21 +1,23 @@
 """Reclaim: a Redis worker's heartbeat, and the jobs of a worker whose heartbeat stopped.
 
-streaq reclaims a job only once its stream entry has been idle for the reclaim timeout (60 s by
-default), and says nothing when it does. trio_bg's workers (:class:`~._stats.CountingWorker`)
-beat instead: every :func:`heartbeat_timeout` / 4 seconds each sets its streaq health key
+streaq reclaims a job only once its stream entry has been idle for the reclaim timeout, when a
+worker next reads (a blocked reader reads again after the reclaim timeout), and says nothing
+when it does. trio_bg's workers (:class:`~._stats.CountingWorker`) beat instead: every
+:func:`heartbeat_timeout` / 4 seconds each sets its streaq health key
 (``streaq:<queue>:health:<worker>``, what ``statistics().workers`` counts) to expire after
-:func:`heartbeat_timeout` seconds (10, or the reclaim timeout if shorter), and writes beside it
-which jobs it started when (``streaq:<queue>:trio_bg:held:<worker>``). In the same beat each
+:func:`heartbeat_timeout` seconds (half the reclaim timeout: 5 s by default), refreshes its
+running jobs' entries, and writes which jobs it started when
+(``streaq:<queue>:trio_bg:held:<worker>``). In the same beat each
 worker looks at the queue's consumers: one that holds entries and has no health key is dead
 (SIGKILL, OOM, a lost host, or a worker that stopped with jobs it had read and not started).
 Its entries are put back at the end of the stream at once, in one script (so two workers never
 both move one), where any worker blocked on the stream wakes for them; each is logged in one
 WARNING line (the job, the worker that held it, how long). A dead worker's job thus runs again
-within about 12.5 s by default, not 60 s. A dead consumer that holds nothing is removed from
-the group (its list would otherwise grow with every worker ever started).
+within about 6.25 s by default (5 s, and one beat). A dead consumer that holds nothing is
+removed from the group (its list would otherwise grow with every worker ever started).
 
 streaq's own idle reclaim stays as the fallback (the reclaim timeout), for workers that do not
-beat (plain streaq workers).
+beat (plain streaq workers), and for a worker whose event loop stalled past it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ from .._core._text import clean
 
 logger = logging.getLogger("trio_bg.durable")
 
-HEARTBEAT_TIMEOUT = 10.0
-"""Seconds without a heartbeat after which a worker is taken for dead (at most the reclaim
-timeout)."""
 HELD_KEY = ":trio_bg:held:"
 """After ``streaq:<queue>``, before the worker's id: when that worker started its jobs."""
 MAX_MOVED = 100
@@ -68,9 +67,9 @@ return moved
 
 
 def heartbeat_timeout(reclaim_timeout: float) -> float:
-    """Seconds without a heartbeat after which a worker is dead: 10, or less with a shorter
-    reclaim timeout."""
-    return min(HEARTBEAT_TIMEOUT, reclaim_timeout)
+    """Seconds without a heartbeat after which a worker is dead: half the reclaim timeout, so
+    the heartbeat's put-back comes before streaq's idle reclaim (which logs nothing)."""
+    return reclaim_timeout / 2
 
 
 def health_key(worker: Any, worker_id: str) -> str:
@@ -83,8 +82,10 @@ def held_key(worker: Any, worker_id: str) -> str:
 
 async def beat(worker: Any, scope: Any, started: Mapping[str, tuple[str, int]]) -> None:
     """Replaces streaq's ``renew_idle_timeouts``: the heartbeat, streaq's own renewals (the
-    running jobs' entries every 0.9 of the reclaim timeout, expired results), and a look for
-    dead workers, until ``scope`` is cancelled (streaq cancels it once its jobs are done).
+    running jobs' entries, at every beat rather than every 0.9 of the reclaim timeout, so a
+    dead worker's entries are never idle for the reclaim timeout before its heartbeat has
+    expired; expired results), and a look for dead workers, until ``scope`` is cancelled
+    (streaq cancels it once its jobs are done).
 
     On the way out the health key goes at once, shielded for at most 2 s: what this worker
     read and did not finish is then put back by the next beat of another worker. A lost Redis
@@ -94,12 +95,9 @@ async def beat(worker: Any, scope: Any, started: Mapping[str, tuple[str, int]]) 
     idle_ms: int = worker.idle_timeout
     ttl_ms = int(heartbeat_timeout(idle_ms / 1000) * 1000)
     interval = ttl_ms / 4000
-    renew_every = idle_ms / 1000 * 0.9
-    next_renewal = 0.0
     with scope:
         try:
             while True:
-                renew = trio.current_time() >= next_renewal
                 async with worker.redis.pipeline(transaction=False) as pipe:
                     pipe.set(health_key(worker, worker.id), str(worker), px=ttl_ms)
                     pipe.set(
@@ -107,20 +105,17 @@ async def beat(worker: Any, scope: Any, started: Mapping[str, tuple[str, int]]) 
                         json.dumps(dict(started)),
                         px=max(3 * ttl_ms, 2 * idle_ms),
                     )
-                    if renew:
-                        pipe.zremrangebyscore(worker._results_set, 0, now_ms())
-                        for priority, tasks in worker._running_tasks.items():
-                            if tasks:
-                                pipe.xclaim(
-                                    worker.stream_key + priority,
-                                    REDIS_GROUP,
-                                    worker.id,
-                                    0,
-                                    tasks,
-                                    justid=True,
-                                )
-                if renew:
-                    next_renewal = trio.current_time() + renew_every
+                    pipe.zremrangebyscore(worker._results_set, 0, now_ms())
+                    for priority, tasks in worker._running_tasks.items():
+                        if tasks:
+                            pipe.xclaim(
+                                worker.stream_key + priority,
+                                REDIS_GROUP,
+                                worker.id,
+                                0,
+                                tasks,
+                                justid=True,
+                            )
                 try:
                     await reclaim_dead(worker, ttl_ms)
                 except Exception as exc:  # a look that failed is tried again next beat

@@ -36,7 +36,11 @@ from ._progress import decode_progress, progress_key
 from ._results import ResultPoller
 from ._serialization import dumps, loads
 from ._statistics import QueueStatistics
-from ._stats import CountingWorker, read_statistics
+from ._stats import (
+    CountingWorker,
+    flush_outcomes_forever,
+    read_statistics,
+)
 
 if TYPE_CHECKING:
     from ._backend import Publication
@@ -96,6 +100,7 @@ class RedisBackend:
         stack.callback(nursery.cancel_scope.cancel)
         self.results = ResultPoller(queue_name=self.name, poll_interval=self._poll_interval)
         nursery.start_soon(self.results.run, worker)
+        nursery.start_soon(self.results.listen, worker)
         self._stack = stack
         self.worker = worker
 
@@ -389,12 +394,9 @@ async def run_streaq_worker(
     jobs: Mapping[str, JobSpec],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``worker.run_async()``, with a scheduler beside it for each periodic job (they stop
-    when the worker does). A queue without periodic jobs runs the worker alone."""
+    """``worker.run_async()``, with a scheduler beside it for each periodic job and the
+    outcome counts' flusher (they stop when the worker does)."""
     periodic = [spec for spec in jobs.values() if spec.periodic is not None]
-    if not periodic:
-        await worker.run_async(task_status=task_status)
-        return
 
     async def run(task_status: trio.TaskStatus[None]) -> None:
         await worker.run_async(task_status=task_status)
@@ -403,6 +405,7 @@ async def run_streaq_worker(
     async with trio.open_nursery() as schedulers:
         await schedulers.start(run)
         task_status.started()
+        schedulers.start_soon(flush_outcomes_forever, worker)
         for spec in periodic:
             assert spec.periodic is not None
             schedulers.start_soon(
