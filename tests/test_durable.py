@@ -352,9 +352,11 @@ async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
     poll = _results.ResultPoller._poll
     run_round = _results.ResultPoller._round
 
-    async def recorded_round(self: _results.ResultPoller, worker: Any) -> None:
+    async def recorded_round(
+        self: _results.ResultPoller, worker: Any, *, whole: bool = False
+    ) -> None:
         rounds.append([])
-        await run_round(self, worker)
+        await run_round(self, worker, whole=whole)
 
     async def recorded_poll(
         self: _results.ResultPoller, worker: Any, handles: list[Any], check_missing: bool

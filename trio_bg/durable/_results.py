@@ -1,19 +1,23 @@
 """ResultPoller: one task per open queue that finds the results of every waited-on job.
 
+Results are **pushed**: streaq publishes each stored result on its channel, in the pipeline
+that stores it, and :meth:`ResultPoller.listen` (one pattern subscription per queue) applies it
+to its handle at once. The polling rounds are the fallback (a message lost with a connection),
+and what refreshes the ``state`` of unfinished handles and notices lost jobs.
+
 streaq's own ``Task.result()`` opens a pub/sub subscription per call (about 100 ms each to close,
-and 100 concurrent calls exhaust the pool and hang). The poller replaces it: every unfinished
-handle of the process is in one table (weakly: a handle nobody holds is not polled), and one
-loop asks Redis about them in one pipeline per round (MGET of the result keys, SMISMEMBER of the
-running set), then wakes the waiters of the jobs that finished.
+and 100 concurrent calls exhaust the pool and hang). Instead every unfinished handle of the
+process is in one table (weakly: a handle nobody holds is not polled), and one loop asks Redis
+about them in one pipeline per round (MGET of the result keys and progress keys, SMISMEMBER of
+the running set), then wakes the waiters of the jobs that finished.
 
 What a round asks about: every handle that somebody is **awaiting** (``get()``/``wait()``), and
 a slice of the others, so that each of those is asked about once every :data:`SWEEP_ROUNDS`
-rounds (their ``state`` is refreshed that often). A process that holds thousands of handles it
-does not await therefore costs a round a twentieth of them, not all of them. A lost job (Redis
-has neither it nor its result) is noticed within 20 rounds if awaited, 400 otherwise. A round
-runs at once when a handle starts being waited on (a finished job answers in one round trip) and
-otherwise every ``poll_interval`` seconds while any handle is unfinished; with none, the loop
-sleeps.
+rounds. Rounds run every ``poll_interval`` seconds while any handle is awaited (at once when a
+wait begins: a finished job answers in one round trip); while none is, one round every
+``SWEEP_ROUNDS`` intervals asks about all of them (the same pace per handle, and no round per
+enqueue for an app that drops its handles). A lost job (Redis has neither it nor its result) is
+noticed within 20 rounds if awaited, 400 otherwise; with none, the loop sleeps.
 
 Aborts requested by ``handle.cancel()`` are sent by the same loop (SADD to streaq's abort set;
 a delayed job is also taken off the delayed queue and its data deleted).
@@ -143,9 +147,10 @@ class ResultPoller:
         while True:
             if not self._handles and not self._aborts:
                 await self._wake.wait()
+            whole = not self._awaited and not self._aborts
             self._wake = trio.Event()
             try:
-                await self._round(worker)
+                await self._round(worker, whole=whole)
             except (Exception, BaseExceptionGroup) as exc:
                 if not is_connection_failure(exc):
                     logger.exception("durable queue %r: result poller error", self._queue_name)
@@ -161,7 +166,12 @@ class ResultPoller:
             if failing:
                 logger.info("durable queue %r: Redis reachable again", self._queue_name)
                 failing = False
-            with trio.move_on_after(self._poll_interval):
+            # Nobody waits: results come pushed (listen), so a round every poll interval would
+            # only repeat what the sweep does; one round asks about every followed handle once
+            # per SWEEP_ROUNDS intervals instead (the same pace per handle, not 20 small rounds:
+            # an app that enqueues and drops its handles pays no round per enqueue).
+            idle = not self._awaited and not self._aborts
+            with trio.move_on_after(self._poll_interval * (SWEEP_ROUNDS if idle else 1)):
                 await self._wake.wait()
 
     async def listen(self, worker: Worker[Any]) -> None:
@@ -217,7 +227,7 @@ class ResultPoller:
                 handle._seen_result(record)
                 self._handles.pop(handle.id, None)
 
-    async def _round(self, worker: Worker[Any]) -> None:
+    async def _round(self, worker: Worker[Any], *, whole: bool = False) -> None:
         if self._aborts:
             aborts = list(self._aborts)
             await _send_aborts(worker, aborts)
@@ -229,7 +239,11 @@ class ResultPoller:
         for handle in self._handles.values():
             if not handle._state.done:
                 (awaited if handle.id in self._awaited else others).append(handle)
-        swept, check_swept = self._sweep(others)
+        if whole:  # nobody waits: every followed handle, once (see run)
+            self._sweeps += 1
+            swept, check_swept = others, self._sweeps % SWEEP_ROUNDS == 0
+        else:
+            swept, check_swept = self._sweep(others)
         for start in range(0, len(awaited), _CHUNK):
             await self._poll(worker, awaited[start : start + _CHUNK], check_missing)
         for start in range(0, len(swept), _CHUNK):
