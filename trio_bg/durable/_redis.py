@@ -403,7 +403,8 @@ async def take_instants(
                 )
                 enqueued.append(moment)
                 last_job = task.id
-                active = spec.overlap == "skip"  # the one just enqueued is the previous now
+                # ``active`` stays as it was: overlap is judged against an earlier take's run
+                # only (the instants of one take are one decision, as on the journal).
             mapping: dict[str, str] = {"instant": repr(chosen.newest)}
             if last_job is not None:
                 mapping["job"] = str(last_job)
