@@ -1,7 +1,8 @@
 """Durable schedules across real worker processes on one journal file: three processes of one
 queue with ``every=1`` enqueue each instant exactly once, also when one is SIGKILLed mid-way;
-all stopped for a while, then started again: ``catch_up="latest"`` runs the most recent missed
-instant once.
+all stopped for a while, then started again: ``catch_up`` decides which missed instants run
+(``"latest"`` the most recent once, ``"all"`` each, ``"none"`` none; one periodic job per rule
+in the same processes), on both backends.
 
 The window is 8 s by default and the issue's 30 s with ``TRIO_BG_SCHEDULE_PROOF=full``.
 """
@@ -25,7 +26,7 @@ from tests.durable_helpers import counts
 from tests.durable_helpers import workers as redis_workers
 from tests.redis_server import RedisServer, redis_server
 from tests.test_journal_workers import workers
-from trio_bg.durable._periodic import instant_job_id
+from trio_bg.durable._periodic import ON_TIME, instant_job_id
 
 __all__ = ["redis_server"]
 
@@ -46,11 +47,14 @@ async def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
 
 
-def taken_seconds(db: Path, around: range) -> tuple[list[int], int]:
-    """The whole seconds in ``around`` whose instant has a job, and how many tick jobs exist."""
+def taken_seconds(db: Path, around: range, job: str = "tick") -> tuple[list[int], int]:
+    """The whole seconds in ``around`` whose instant has a job, and how many ``job`` jobs
+    exist."""
     with sqlite3.connect(db) as connection:
-        ids = {row[0] for row in connection.execute("SELECT id FROM jobs WHERE function = 'tick'")}
-    seconds = [t for t in around if instant_job_id(jobs.QUEUE_NAME, "tick", float(t)) in ids]
+        ids = {
+            row[0] for row in connection.execute("SELECT id FROM jobs WHERE function = ?", (job,))
+        }
+    seconds = [t for t in around if instant_job_id(jobs.QUEUE_NAME, job, float(t)) in ids]
     return seconds, len(ids)
 
 
@@ -108,24 +112,97 @@ async def test_three_redis_worker_processes_enqueue_each_instant_once_even_with_
     assert len(seconds) - 1 <= runs <= len(seconds) + 1
 
 
-async def test_after_every_worker_was_down_latest_runs_the_last_missed_instant_once(
+def late_instants(db: Path, around: range, job: str) -> list[int]:
+    """The whole seconds in ``around`` whose ``job`` was enqueued more than :data:`ON_TIME`
+    after its instant: the missed instants a catch-up ran (an on-time take is milliseconds
+    late)."""
+    with sqlite3.connect(db) as connection:
+        created = dict(
+            connection.execute("SELECT id, created_at FROM jobs WHERE function = ?", (job,))
+        )
+    late: list[int] = []
+    for second in around:
+        at = created.get(instant_job_id(jobs.QUEUE_NAME, job, float(second)))
+        if at is not None and at - second > ON_TIME:
+            late.append(second)
+    return late
+
+
+def check_hole(catch_up: str, seconds: list[int]) -> None:
+    """The instants of one periodic job across the downtime, as its ``catch_up`` rule says."""
+    assert seconds, "no instant ran"
+    gaps = [b - a for a, b in itertools.pairwise(seconds) if b - a > 1]
+    if catch_up == "all":
+        # Every missed instant ran at the restart, in one take: no hole in the seconds.
+        assert seconds == list(range(seconds[0], seconds[-1] + 1))
+    elif catch_up == "latest":
+        # One hole: the missed instants, of which the most recent ran at the restart (so the
+        # hole ends one second before the first on-time run, not at it).
+        (gap,) = gaps
+        assert DOWN - 1.5 <= gap <= DOWN + 2
+    else:
+        # One hole, a second longer: nothing missed ran.
+        (gap,) = gaps
+        assert DOWN - 0.5 <= gap <= DOWN + 3
+
+
+async def test_after_every_journal_worker_was_down_catch_up_decides_the_missed_instants(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "jobs.db"
     effects = tmp_path / "effects.txt"
-    monkeypatch.setenv("TRIO_BG_TEST_PERIODIC", "1")
-    with workers(db, effects, count=2, concurrency=2) as processes:
-        await trio.sleep(3)
+    monkeypatch.setenv("TRIO_BG_TEST_PERIODICS", "1")  # tick-latest, tick-all, tick-none
+    with workers(db, effects, count=2, concurrency=4) as processes:
+        await trio.sleep(2.5)
         await stop_all(processes)
     stopped = time.time()
     await trio.sleep(DOWN)  # every worker down: instants missed
-    with workers(db, effects, count=2, concurrency=2) as processes:
+    restarted = time.time()
+    with workers(db, effects, count=2, concurrency=4) as processes:
         await trio.sleep(2.5)
         await stop_all(processes)
-    seconds, count = taken_seconds(db, range(int(stopped) - 10, int(time.time()) + 2))
-    assert count == len(seconds)
-    gaps = [b - a for a, b in itertools.pairwise(seconds) if b - a > 1]
-    # One hole in the seconds: the instants missed while every worker was down, of which the
-    # most recent ran at the restart (so the hole ends one second before a run, not at one).
-    assert len(gaps) == 1
-    assert DOWN - 1.5 <= gaps[0] <= DOWN + 2
+    around = range(int(stopped) - 10, int(time.time()) + 2)
+    for catch_up in ("latest", "all", "none"):
+        job = f"tick-{catch_up}"
+        seconds, count = taken_seconds(db, around, job)
+        assert count == len(seconds), job  # each instant at most once
+        check_hole(catch_up, seconds)
+        late = late_instants(db, around, job)
+        if catch_up == "all":
+            assert DOWN - 1.5 <= len(late) <= DOWN + 2
+            assert all(stopped - 1 <= t <= restarted + 2 for t in late)
+        elif catch_up == "latest":
+            (missed,) = late  # the instant before the first on-time one
+            assert missed + 1 in seconds
+            assert restarted - 2 < missed <= restarted + 2
+        else:
+            assert late == []
+
+
+async def test_after_every_redis_worker_was_down_catch_up_decides_the_missed_instants(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIO_BG_TEST_PERIODICS", "1")  # tick-latest, tick-all, tick-none
+    began = time.time()
+    with redis_workers(redis_server, count=2, concurrency=4) as processes:
+        await trio.sleep(2.5)
+        await stop_all(processes)
+    await trio.sleep(DOWN)
+    with redis_workers(redis_server, count=2, concurrency=4) as processes:
+        await trio.sleep(2.5)
+        await stop_all(processes)
+    queue = durable_jobs.make_queue(redis_server.url)
+    async with queue:
+        prefix = f"streaq:{durable_jobs.QUEUE_NAME}:task:results:"
+        ids = {key.removeprefix(prefix) for key in await queue.redis.keys(prefix + "*")}
+    around = range(int(began) - 1, int(time.time()) + 2)
+    by_id = {
+        instant_job_id(durable_jobs.QUEUE_NAME, f"tick-{rule}", float(t)): (rule, t)
+        for rule in ("latest", "all", "none")
+        for t in around
+    }
+    assert ids <= set(by_id)  # every job of the run is an instant's
+    for catch_up in ("latest", "all", "none"):
+        check_hole(
+            catch_up, sorted(t for rule, t in map(by_id.__getitem__, ids) if rule == catch_up)
+        )
