@@ -21,6 +21,7 @@ from streaq import Worker
 from tests.redis_server import RedisServer, redis_server
 from trio_bg._core._schedule import make_schedule
 from trio_bg.durable import DurableQueue, _journal_file, _journal_sql
+from trio_bg.durable._backend import Backend
 from trio_bg.durable._periodic import (
     MAX_CATCH_UP,
     ON_TIME,
@@ -32,7 +33,6 @@ from trio_bg.durable._periodic import (
     run_periodic,
 )
 from trio_bg.durable._redis import RedisBackend
-from trio_bg.durable._redis import take_instants as redis_take_instants
 
 __all__ = ["redis_server"]
 
@@ -337,7 +337,8 @@ def streaq_worker(queue: DurableQueue) -> Worker[Any]:
 
 
 async def redis_take(queue: DurableQueue, rule: PeriodicSpec, now: float) -> Taken:
-    return await redis_take_instants(streaq_worker(queue), "q", "tick", rule, now)
+    backend: Backend = queue._backend  # pyright: ignore[reportPrivateUsage]
+    return await backend.take_instants("tick", rule, now)  # the seam a worker's scheduler uses
 
 
 async def take_into(

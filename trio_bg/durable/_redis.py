@@ -195,6 +195,11 @@ class RedisBackend:
             states.append(schedule_state(spec.name, spec.periodic, now, last, last_job))
         return states
 
+    async def take_instants(self, job: str, spec: PeriodicSpec, now: float) -> Taken:
+        # A worker process's schedulers call the module function with their own streaq
+        # worker; this is the same step on the queue's client (the Backend seam).
+        return await take_instants(self.open_worker(), self.name, job, spec, now)
+
     async def find(self, job_id: str) -> DurableHandle[Any] | None:
         worker = self.open_worker()
         try:
