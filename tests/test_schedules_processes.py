@@ -105,12 +105,13 @@ async def test_three_redis_worker_processes_enqueue_each_instant_once_even_with_
     by_id = {instant_job_id(durable_jobs.QUEUE_NAME, "tick", float(t)): t for t in around}
     assert ids <= set(by_id)  # every job of the run is an instant's
     seconds = sorted(by_id[i] for i in ids)
-    assert len(seconds) >= WINDOW - 3
-    assert seconds == list(range(seconds[0], seconds[-1] + 1))  # each instant, none twice
-    assert began - 3 <= seconds[0] <= began + 3
-    assert ended - 3 <= seconds[-1] <= ended
+    seen = (began, ended, seconds, runs)  # shown if an assertion fails
+    assert len(seconds) >= WINDOW - 3, seen
+    assert seconds == list(range(seconds[0], seconds[-1] + 1)), seen  # each instant, none twice
+    assert began - 3 <= seconds[0] <= began + 3, seen
+    assert ended - 3 <= seconds[-1] <= ended, seen
     # Runs are at least once: a run in the killed worker may run again after the reclaim.
-    assert len(seconds) - 1 <= runs <= len(seconds) + 1
+    assert len(seconds) - 1 <= runs <= len(seconds) + 1, seen
 
 
 def late_instants(db: Path, around: range, job: str) -> list[int]:
