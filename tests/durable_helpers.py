@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import trio
 
@@ -16,13 +17,18 @@ from trio_bg.durable import DurableQueue
 
 
 def spawn_worker(
-    server: RedisServer, *, concurrency: int = 4, reclaim: float = 2.0, grace: float = 5.0
+    server: RedisServer,
+    *,
+    concurrency: int = 4,
+    reclaim: float | None = 2.0,
+    grace: float = 5.0,
+    stderr: IO[bytes] | IO[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``python -m trio_bg worker tests.durable_jobs:queue`` on ``server`` (PYTHONPATH kept)."""
     env = dict(
         os.environ,
         TRIO_BG_TEST_REDIS_URL=server.url,
-        TRIO_BG_TEST_RECLAIM=str(reclaim),
+        TRIO_BG_TEST_RECLAIM="" if reclaim is None else str(reclaim),
     )
     return subprocess.Popen(
         [
@@ -42,6 +48,7 @@ def spawn_worker(
         ],
         env=env,
         stdin=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 
@@ -78,10 +85,12 @@ async def counts(queue: DurableQueue, prefix: str, tags: list[str]) -> list[int]
     return [int(v or 0) for v in values]
 
 
-async def wait_for_count(queue: DurableQueue, prefix: str, tags: list[str], at_least: int) -> None:
+async def wait_for_count(
+    queue: DurableQueue, prefix: str, tags: list[str], at_least: int, seconds: float = 15
+) -> None:
     """Poll (real time: other processes count; no event to wait on) until every counter reaches
-    ``at_least``; at most 15 s."""
-    with trio.fail_after(15):
+    ``at_least``; at most ``seconds``."""
+    with trio.fail_after(seconds):
         while min(await counts(queue, prefix, tags)) < at_least:  # noqa: ASYNC110
             await trio.sleep(0.05)
 

@@ -104,7 +104,12 @@ def make_queue(url: str, **options: float) -> DurableQueue:
     return queue
 
 
-queue = make_queue(_url(), reclaim_timeout=float(os.environ.get("TRIO_BG_TEST_RECLAIM", "60")))
+_reclaim = os.environ.get("TRIO_BG_TEST_RECLAIM")
+queue = (
+    make_queue(_url())  # the queue's own default reclaim timeout
+    if not _reclaim
+    else make_queue(_url(), reclaim_timeout=float(_reclaim))
+)
 
 if os.environ.get("TRIO_BG_TEST_PERIODIC"):  # the schedule tests' worker processes only
 

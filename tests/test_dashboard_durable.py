@@ -33,7 +33,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUEUE_FIELDS = {
     "name", "redis", "status", "error", "read_at",
     "depth", "delayed", "in_flight", "succeeded", "failed", "cancelled", "workers",
-    "running", "schedules",
+    "running", "schedules", "dead",
 }  # fmt: skip
 NO_NUMBERS = dict.fromkeys(_durable.NUMBERS)
 
@@ -95,7 +95,7 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
             assert entry["read_at"] is not None
             assert numbers(entry) == {
                 "depth": 5, "delayed": 1, "in_flight": 0,
-                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0,
+                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0, "dead": 0,
             }  # fmt: skip
             with workers(redis_server) as (worker,):
                 with trio.fail_after(15):
@@ -107,7 +107,7 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
                     client,
                     {
                         "depth": 0, "delayed": 1, "in_flight": 0,
-                        "succeeded": 3, "failed": 2, "cancelled": 0, "workers": 1,
+                        "succeeded": 3, "failed": 2, "cancelled": 0, "workers": 1, "dead": 0,
                     },
                 )  # fmt: skip
                 running = await queue.enqueue(jobs.slow, "held", 30)
@@ -116,7 +116,7 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
                     client,
                     {
                         "depth": 0, "delayed": 1, "in_flight": 1,
-                        "succeeded": 3, "failed": 2, "cancelled": 0, "workers": 1,
+                        "succeeded": 3, "failed": 2, "cancelled": 0, "workers": 1, "dead": 0,
                     },
                 )  # fmt: skip
                 assert running.cancel() is True
@@ -126,7 +126,7 @@ async def test_depth_in_flight_and_outcomes_follow_real_jobs(
                     client,
                     {
                         "depth": 0, "delayed": 1, "in_flight": 0,
-                        "succeeded": 3, "failed": 2, "cancelled": 1, "workers": 1,
+                        "succeeded": 3, "failed": 2, "cancelled": 1, "workers": 1, "dead": 0,
                     },
                 )  # fmt: skip
                 assert stop(worker) == 0
@@ -150,7 +150,7 @@ async def test_a_stopped_redis_shows_the_queue_unavailable_and_the_rest_answers(
             client,
             {
                 "depth": 1, "delayed": 0, "in_flight": 0,
-                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0,
+                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0, "dead": 0,
             },
         )  # fmt: skip
         redis_server.stop()
@@ -171,7 +171,7 @@ async def test_a_stopped_redis_shows_the_queue_unavailable_and_the_rest_answers(
             client,
             {
                 "depth": 1, "delayed": 0, "in_flight": 0,
-                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0,
+                "succeeded": 0, "failed": 0, "cancelled": 0, "workers": 0, "dead": 0,
             },
         )  # fmt: skip
 

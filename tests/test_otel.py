@@ -563,3 +563,28 @@ def test_importing_trio_bg_otel_without_the_extra_says_what_to_install(
         match=r"^trio_bg\.otel needs opentelemetry-api: pip install 'trio-bg\[otel\]'$",
     ):
         importlib.import_module("trio_bg.otel")
+
+
+async def test_each_progress_report_is_an_event_with_its_fraction_and_message(
+    traced: Traced,
+) -> None:
+    async def imports() -> None:
+        trio_bg.report_progress(0.5, "half")
+        await trio.lowlevel.checkpoint()
+        trio_bg.report_progress(message="almost")
+
+    async with trio_bg.open_task_manager(instruments=[traced.instrument]) as tm:
+        handle = tm.start_soon_named("import", imports)
+    assert handle.progress is not None
+    span = traced.one("import")
+    progress = [e for e in span.events if e.name == "trio_bg.task.progress"]
+    assert [dict(e.attributes or {}) for e in progress] == [
+        {"trio_bg.task.progress": 0.5, "trio_bg.task.progress_message": "half"},
+        {"trio_bg.task.progress_message": "almost"},
+    ]
+    assert event_names(span) == [
+        "trio_bg.task.started",
+        "trio_bg.task.progress",
+        "trio_bg.task.progress",
+    ]
+    assert progress[-1].timestamp == int(handle.progress.at.timestamp() * 1e9)

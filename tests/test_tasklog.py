@@ -114,3 +114,23 @@ async def test_many_waiting_tasks_are_named_five_then_counted(
     assert [r.getMessage() for r in trio_bg_records(caplog, logging.INFO)] == [
         f"task manager 'app' closing: waiting up to 1.0 s for 8 task(s): {shown} and 3 more"
     ]
+
+
+async def test_a_progress_report_is_a_debug_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_bg")
+
+    async def imports() -> None:
+        trio_bg.report_progress(0.4, "row 4,000 of 10,000")
+        trio_bg.report_progress(message="done")
+
+    async with trio_bg.open_task_manager("jobs") as tm:
+        handle = tm.start_soon_named("import", imports)
+    lines = [
+        r.getMessage()
+        for r in trio_bg_records(caplog, logging.DEBUG)
+        if "progress" in r.getMessage()
+    ]
+    assert lines == [
+        f"task 'import' ({handle.id}) progress 40% 'row 4,000 of 10,000'",
+        f"task 'import' ({handle.id}) progress 'done'",
+    ]

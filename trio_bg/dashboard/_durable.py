@@ -37,7 +37,7 @@ READ_TIMEOUT = 2.0
 """Seconds one queue's reading may take before the queue is shown unavailable."""
 
 Json = dict[str, Any]
-NUMBERS = ("depth", "delayed", "in_flight", "succeeded", "failed", "cancelled", "workers")
+NUMBERS = ("depth", "delayed", "in_flight", "succeeded", "failed", "cancelled", "workers", "dead")
 """The numbers of a queue's entry, null unless its status is ``ok``."""
 
 

@@ -9,6 +9,7 @@ extra). JSON, never pickle. See ``docs/durable.md`` and ``docs/journal.md``.
 from __future__ import annotations
 
 from .._public import fixup_module_metadata as _fixup_module_metadata
+from ._dead import DeadLetter as DeadLetter
 from ._exceptions import JobFailed as JobFailed
 from ._exceptions import JobLost as JobLost
 from ._exceptions import QueueUnavailable as QueueUnavailable
@@ -21,6 +22,7 @@ from ._worker import run_worker as run_worker
 _fixup_module_metadata(__name__, globals())
 
 __all__ = [
+    "DeadLetter",
     "DurableHandle",
     "DurableQueue",
     "JobFailed",

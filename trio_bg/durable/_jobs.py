@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._progress import reporter
 from .._core._retry import Retry
+from .._core._text import safe_str
 from ._progress import outbox_for
 
 if TYPE_CHECKING:
@@ -17,6 +19,8 @@ from ._serialization import check_result
 
 if TYPE_CHECKING:
     from streaq import Worker
+
+logger = logging.getLogger("trio_bg.durable")
 
 REDELIVERIES = 3
 """Deliveries a job gets beyond its retry attempts, for runs lost with a worker (SIGKILL, a
@@ -73,8 +77,17 @@ class JobSpec:
             except Exception as exc:
                 tries = registered.context.tries
                 if retry is not None and tries < retry.attempts and isinstance(exc, retry.on):
-                    delay = timedelta(seconds=retry.delay(tries))
-                    raise StreaqRetry(f"{type(exc).__name__}: {exc}", delay=delay) from exc
+                    seconds = retry.delay(tries)
+                    # One line for an expected retry (streaq's own, with two tracebacks, is
+                    # filtered out); the traceback comes once, at the final failure.
+                    logger.warning(
+                        "job %s (%s) attempt %d/%d failed: %s: %s; retry in %.1f s",
+                        name, registered.context.task_id, tries, retry.attempts,
+                        type(exc).__name__, safe_str(exc, 300), seconds,
+                    )  # fmt: skip
+                    raise StreaqRetry(
+                        f"{type(exc).__name__}: {exc}", delay=timedelta(seconds=seconds)
+                    ) from None
                 raise
             finally:
                 reporter.reset(reporting)

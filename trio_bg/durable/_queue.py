@@ -34,6 +34,7 @@ from .._core._starter import TaskStarter
 from .._core._state import TaskState
 from .._core._trio_only import require_trio
 from ._backend import Backend, Publication
+from ._dead import DeadLetter
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
 from ._ids import key_id, random_id
@@ -75,8 +76,9 @@ class DurableQueue:
             ``queue`` column (several queues may share one file).
         result_ttl: seconds a job's result is kept after it finished (whole seconds).
         reclaim_timeout: Redis: seconds after which a job held by a worker that stopped
-            answering is given to another worker; workers refresh their jobs every 0.9 of it.
-            Also how long a worker blocks reading the stream.
+            answering is given to another worker; workers refresh their jobs every 0.9 of it
+            (their heartbeat). Also how long a worker blocks reading the stream, so a dead
+            worker's job runs again within one to two of it (10 s: within 20 s, ~15 typically).
         poll_interval: seconds between two rounds of the result poller (Redis); the journal's
             longest wait between two looks at the file when it is quiet.
         enqueue_timeout: seconds an enqueue may take before it raises
@@ -103,7 +105,7 @@ class DurableQueue:
         *,
         name: str = "default",
         result_ttl: int = 600,
-        reclaim_timeout: float = 60.0,
+        reclaim_timeout: float = 10.0,
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
         durability: Literal["normal", "full"] = "normal",
@@ -508,6 +510,28 @@ class DurableQueue:
             if handle is not None:
                 found.append(handle)
         return found
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The messages this queue's Redis workers could not run and kept (oldest first): see
+        docs/durable.md, "No message stops a worker". Always empty for the journal.
+
+        Raises:
+            QueueUnavailable: the store cannot be read.
+        """
+        if self.is_journal:
+            return []
+        return await self._redis("dead_letters").dead_letters()
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        """Delete one dead letter; False if there is none with that id.
+
+        Raises:
+            QueueUnavailable: the store cannot be reached.
+        """
+        check_optional_str("letter_id", letter_id)
+        if self.is_journal:
+            return False
+        return await self._redis("discard_dead").discard_dead(letter_id)
 
     async def schedules(self) -> list[ScheduleState]:
         """Each periodic job of this queue (``@queue.periodic``): its schedule, next instant,

@@ -10,7 +10,7 @@ import functools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
@@ -20,6 +20,8 @@ from streaq.types import Streaq
 from streaq.utils import now_ms
 
 from ._connection import client_options, first_failure, is_connection_failure
+from ._dead import DeadLetter, dead_key
+from ._dead import parse as parse_dead
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
 from ._periodic import (
@@ -34,7 +36,7 @@ from ._progress import decode_progress, progress_key
 from ._results import ResultPoller
 from ._serialization import dumps, loads
 from ._statistics import QueueStatistics
-from ._stats import CountingWorker, read_statistics
+from ._stats import CountingWorker, read_statistics, watch_stale_jobs
 
 if TYPE_CHECKING:
     from ._backend import Publication
@@ -94,6 +96,7 @@ class RedisBackend:
         stack.callback(nursery.cancel_scope.cancel)
         self.results = ResultPoller(queue_name=self.name, poll_interval=self._poll_interval)
         nursery.start_soon(self.results.run, worker)
+        nursery.start_soon(self.results.listen, worker)
         self._stack = stack
         self.worker = worker
 
@@ -163,6 +166,24 @@ class RedisBackend:
 
     def abort(self, handle: DurableHandle[Any]) -> None:
         self.results.abort(handle)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                stored = await worker.redis.hgetall(dead_key(worker))
+        except BaseException as exc:
+            self.unavailable(exc, "read the dead letters")
+        letters = [parse_dead(str(entry), text) for entry, text in stored.items()]
+        return sorted((letter for letter in letters if letter is not None), key=_letter_time)
+
+    async def discard_dead(self, letter_id: str) -> bool:
+        worker = self.open_worker()
+        try:
+            with trio.fail_after(self._enqueue_timeout):
+                return bool(await worker.redis.hdel(dead_key(worker), [letter_id]))
+        except BaseException as exc:
+            self.unavailable(exc, "discard a dead letter")
 
     async def running_ids(self, limit: int) -> list[str]:
         worker = self.open_worker()
@@ -342,12 +363,9 @@ async def run_streaq_worker(
     jobs: Mapping[str, JobSpec],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``worker.run_async()``, with a scheduler beside it for each periodic job (they stop
-    when the worker does). A queue without periodic jobs runs the worker alone."""
+    """``worker.run_async()``, with a scheduler beside it for each periodic job and the watch
+    that names jobs of dead workers (they stop when the worker does)."""
     periodic = [spec for spec in jobs.values() if spec.periodic is not None]
-    if not periodic:
-        await worker.run_async(task_status=task_status)
-        return
 
     async def run(task_status: trio.TaskStatus[None]) -> None:
         await worker.run_async(task_status=task_status)
@@ -356,6 +374,7 @@ async def run_streaq_worker(
     async with trio.open_nursery() as schedulers:
         await schedulers.start(run)
         task_status.started()
+        schedulers.start_soon(watch_stale_jobs, worker)
         for spec in periodic:
             assert spec.periodic is not None
             schedulers.start_soon(
@@ -368,6 +387,10 @@ async def run_streaq_worker(
                     take=functools.partial(take_instants, worker, queue),
                 )
             )
+
+
+def _letter_time(letter: DeadLetter) -> datetime:
+    return letter.at
 
 
 def schedule_key(worker: Worker[Any], job: str) -> str:

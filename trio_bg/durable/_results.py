@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -34,6 +35,7 @@ import trio
 from .._core._state import TaskState
 from ._connection import is_connection_failure
 from ._progress import decode_progress, progress_key
+from ._serialization import loads
 
 if TYPE_CHECKING:
     from streaq import Worker
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trio_bg.durable")
 
+_EARLY = 256
+"""Published results kept for handles not followed yet (a fast job, or another process's)."""
 _CHUNK = 1000
 """Jobs per pipeline round trip."""
 SWEEP_ROUNDS = 20
@@ -63,6 +67,8 @@ class ResultPoller:
         self._awaited: dict[str, int] = {}
         """Job id -> how many tasks are in ``wait()`` on it now."""
         self._aborts: list[DurableHandle[Any]] = []
+        self._early: OrderedDict[str, object] = OrderedDict()
+        """Results published for jobs not followed (yet): the newest :data:`_EARLY`."""
         self._wake = trio.Event()
         self._sweep_at = 0
         """Where the next slice of the handles nobody awaits starts."""
@@ -103,10 +109,13 @@ class ResultPoller:
 
     def follow(self, handle: DurableHandle[Any]) -> None:
         """Follow ``handle`` from the next round on (an enqueue: no round at once)."""
+        early = self._early.pop(handle.id, None)
         if not self._closed:
             self._handles[handle.id] = handle
             if len(self._handles) == 1:
                 self._wake.set()
+            if early is not None:  # its result was published before the enqueue returned
+                self._apply(handle, early)
 
     def abort(self, handle: DurableHandle[Any]) -> None:
         """Send an abort for ``handle``'s job in a round at once."""
@@ -154,6 +163,59 @@ class ResultPoller:
                 failing = False
             with trio.move_on_after(self._poll_interval):
                 await self._wake.wait()
+
+    async def listen(self, worker: Worker[Any]) -> None:
+        """Take results as workers store them: streaq publishes each stored result on its
+        channel (``streaq:<queue>:channel:<job id>``) in the same pipeline that stores it, so
+        one pattern subscription per queue wakes a waiter at once, with no round of its own.
+        The polling rounds stay, as the fallback (a message lost with a connection, a result
+        stored while the subscription was down). A lost connection is retried after
+        ``poll_interval`` (at least 0.5 s); cancellation ends the listener."""
+        prefix: str = worker._channel_key
+        while True:
+            try:
+                async with worker.redis.pubsub(
+                    patterns=[prefix + "*"], ignore_subscribe_messages=True
+                ) as pubsub:
+                    async for message in pubsub:
+                        await self._pushed(worker, prefix, message)
+            except Exception as exc:
+                if not is_connection_failure(exc):
+                    logger.exception("durable queue %r: result listener error", self._queue_name)
+            await trio.sleep(max(self._poll_interval, 0.5))
+
+    async def _pushed(self, worker: Worker[Any], prefix: str, message: object) -> None:
+        """One published result: apply it to its handle, if this process follows that job."""
+        if not isinstance(message, dict):
+            return
+        fields = cast("dict[str, object]", message)
+        channel = fields.get("channel")
+        if not isinstance(channel, str | bytes):
+            return
+        job_id = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix(prefix)
+        handle = self._handles.get(job_id)
+        data = fields.get("data")
+        if handle is None:
+            # Another process's job (left undecoded), or a fast job that finished before its
+            # enqueue returned and its handle was followed: keep the newest a moment.
+            self._early[job_id] = data
+            if len(self._early) > _EARLY:
+                self._early.popitem(last=False)
+            return
+        if not handle._state.done:
+            self._apply(handle, data)
+
+    def _apply(self, handle: DurableHandle[Any], data: object) -> None:
+        """A published result for ``handle``: ``data`` as streaq stored it (JSON)."""
+        try:
+            decoded: object = loads(cast("str | bytes", data))
+        except (TypeError, ValueError):  # not a result this code can read: the poller will look
+            return
+        if isinstance(decoded, dict):
+            record = cast("dict[str, Any]", decoded)
+            if handle._accepts(record):
+                handle._seen_result(record)
+                self._handles.pop(handle.id, None)
 
     async def _round(self, worker: Worker[Any]) -> None:
         if self._aborts:

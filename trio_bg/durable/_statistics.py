@@ -20,3 +20,7 @@ class QueueStatistics:
     failed: int
     cancelled: int
     workers: int
+    dead: int = 0
+    """Messages a Redis worker could not run and kept as dead letters
+    (``queue.dead_letters()``); always 0 for the journal, whose rows are written only by
+    trio_bg."""

@@ -21,17 +21,111 @@ no expiry: the counts are since the queue's keys were created.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import trio
+from coredis.response.types import StreamEntry
 from streaq import Worker
 from streaq.constants import REDIS_GROUP, REDIS_HEALTH
-from streaq.types import StreaqCancelled
+from streaq.types import StreaqCancelled, StreaqError
 
+from .._core._text import clean
+from ._dead import dead_key, record, task_data_problem
 from ._statistics import QueueStatistics
 
 if TYPE_CHECKING:
-    from streaq.types import StreamMessage
+    from streaq.types import Entries, StreamMessage
+
+
+class _SaidOnce(logging.Filter):
+    """Drops streaq's own lines that trio_bg's say better, so each event is one line: its ERROR
+    for data it could not deserialize (the dead letter's WARNING names the entry and why), and
+    its ERROR with two tracebacks plus an INFO line for an expected retry (the job's WARNING
+    says which attempt failed, why, and when the next one comes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (
+            message.endswith("failed to deserialize")
+            or message.startswith("Retrying task ")
+            or " ↻ " in message
+        )
+
+
+logging.getLogger("streaq").addFilter(_SaidOnce())
+
+
+async def watch_stale_jobs(worker: Worker[Any]) -> None:
+    """Log each job held by a worker that stopped refreshing it (no heartbeat for the reclaim
+    timeout): the job, that worker, and for how long; the next read of any worker reclaims it.
+    One XPENDING per stream every half reclaim timeout (one more read per stale entry, to name
+    its job); each entry is logged once per process. Until cancelled (the worker's stop)."""
+    seen: set[str] = set()
+    idle = int(worker.idle_timeout)
+    while True:
+        await trio.sleep(idle / 2000)
+        for priority in worker.priorities:
+            stream = worker.stream_key + priority
+            try:
+                stale = await worker.redis.xpending(
+                    stream, REDIS_GROUP, start="-", end="+", count=20, idle=idle
+                )
+            except Exception:  # no group yet, a lost Redis: the worker itself will say so
+                continue
+            for entry in cast("tuple[Any, ...]", stale):
+                entry_id = str(entry.identifier)
+                if entry_id in seen or str(entry.consumer) == worker.id:
+                    continue
+                seen.add(entry_id)
+                job: object = None
+                try:
+                    found = await worker.redis.xrange(stream, entry_id, entry_id)
+                    if found:
+                        job = cast("Mapping[object, object]", found[0].field_values).get("task_id")
+                except Exception:
+                    pass
+                logger.warning(
+                    "job %s (stream entry %s) was held by worker %s, which sent no heartbeat for "
+                    "%.1f s (delivery %d): it is reclaimed and runs again",
+                    clean(str(job), 120), entry_id, clean(str(entry.consumer), 120),
+                    int(entry.idle) / 1000, int(entry.delivered),
+                )  # fmt: skip
+
+
+def _note_reclaimed(worker: Worker[Any], message: StreamEntry) -> None:
+    """Log an entry this read claimed from a worker that stopped refreshing it (delivered
+    before, idle past the reclaim timeout): the job, how long it went without a heartbeat."""
+    delivered = getattr(message, "delivered", None)
+    idle = getattr(message, "idle", None)
+    if not isinstance(delivered, int) or delivered < 1 or not isinstance(idle, int):
+        return
+    fields = cast(object, message.field_values)
+    job = (
+        cast("Mapping[object, object]", fields).get("task_id")
+        if isinstance(fields, Mapping)
+        else None
+    )
+    logger.warning(
+        "worker %s reclaimed job %s: the worker that held it sent no heartbeat for %.1f s "
+        "(delivery %d); it runs again here",
+        worker.id, clean(str(job), 120), idle / 1000, delivered + 1,
+    )  # fmt: skip
+
+
+logger = logging.getLogger("trio_bg.durable")
+
+
+def _is_result(value: object) -> bool:
+    """A stored result record (streaq's results have ``"s"``, task data never does)."""
+    return isinstance(value, dict) and "s" in value
+
+
+_message: ContextVar[str | None] = ContextVar("trio_bg_streaq_message", default=None)
+"""The job id of the message a worker's task is running (streaq runs each in a task)."""
 
 ENDED_KEY = ":trio_bg:ended"
 """After ``streaq:<queue>``: the hash of outcome counts."""
@@ -49,11 +143,79 @@ def _outcome(success: bool, value: object) -> str:
 
 
 class CountingWorker(Worker[Any]):
-    """streaq's worker, counting each job's outcome in Redis once its final result is stored.
+    """streaq's worker, counting each job's outcome in Redis once its final result is stored,
+    and checking every message before streaq indexes it (see the dead letters' module).
 
     The count is one HINCRBY after streaq's own transaction: a worker killed between the two
     stores the result and misses the count (the job is not run again for it).
+
+    The checks sit where streaq reads from Redis: the stream readers (an entry without a job
+    id is acked, deleted and kept as a dead letter, and never reaches streaq's producer, which
+    would index it) and the task data's deserializer (data that is no JSON object with what a
+    job needs, or names no registered function, raises streaq's own ``StreaqError``, which
+    streaq stores as the job's failure and acks; the data is kept as a dead letter).
     """
+
+    async def _read_streams_max_count(self, count: int, block: bool = False) -> Entries:
+        return await self._checked(await super()._read_streams_max_count(count, block))
+
+    async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
+        return await self._checked(await super()._read_streams_legacy(count, block))
+
+    async def _checked(self, entries: Entries) -> Entries:
+        """``entries`` without those that name no job (each acked, deleted, dead-lettered)."""
+        if not entries:
+            return entries
+        kept: dict[str, tuple[StreamEntry, ...]] = {}
+        for stream, messages in entries.items():
+            good: list[StreamEntry] = []
+            for message in messages:
+                _note_reclaimed(self, message)
+                # Typed as a mapping; what Redis returned is checked, not trusted.
+                fields = cast(object, message.field_values)
+                job: object = (
+                    cast("Mapping[object, object]", fields).get("task_id")
+                    if isinstance(fields, Mapping)
+                    else None
+                )
+                if isinstance(job, str) and job:
+                    good.append(message)
+                    continue
+                entry = str(message.identifier)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.xack(stream, REDIS_GROUP, [entry])
+                    pipe.xdel(stream, [entry])
+                reason = "stream entry names no job ('task_id')"
+                await record(self.redis, self, entry, None, reason, message.field_values)
+            if good:
+                kept[stream] = tuple(good)
+        return kept
+
+    async def run_task(self, msg: StreamMessage) -> None:
+        running = _message.set(msg.task_id)
+        try:
+            await super().run_task(msg)
+        finally:
+            _message.reset(running)
+
+    async def deserialize(self, data: Any) -> Any:
+        job = _message.get()
+        try:
+            decoded: Any = await super().deserialize(data)
+        except StreaqError:
+            if job is not None:
+                await record(self.redis, self, job, job, "task data is not JSON", data)
+            raise
+        if job is None or _is_result(decoded):
+            return decoded  # a result (it has "s"), or not a job's data
+        problem = task_data_problem(decoded)
+        name = cast("dict[str, str]", decoded)["f"] if problem is None else ""
+        if problem is None and name not in self.registry:
+            problem = f"no job named {clean(name, 200)!r} is registered in this worker"
+        if problem is not None:
+            await record(self.redis, self, job, job, problem, data)
+            raise StreaqError(problem)
+        return decoded
 
     async def finish_failed_task(
         self,
@@ -121,6 +283,7 @@ async def read_statistics(worker: Worker[Any]) -> QueueStatistics:
         exists = [pipe.exists([s]) for s in streams]
         delayed = [pipe.zcard(worker.queue_key + p) for p in worker.priorities]
         ended = pipe.hgetall(ended_key(worker))
+        dead_count = pipe.hlen(dead_key(worker))
     present = [s for s, e in zip(streams, exists, strict=True) if await e]
     counts = {str(k): int(v) for k, v in (await ended).items()}
     # The length and the pending count in one transaction, so that depth never goes negative.
@@ -155,4 +318,5 @@ async def read_statistics(worker: Worker[Any]) -> QueueStatistics:
         failed=counts.get("failed", 0),
         cancelled=counts.get("cancelled", 0),
         workers=workers,
+        dead=int(await dead_count),
     )

@@ -244,7 +244,7 @@
   function renderQueues(queues) {
     $("durable").hidden = queues.length === 0;
     const head = ["queue", "status", "waiting", "delayed", "in flight", "succeeded", "failed",
-      "cancelled", "workers"];
+      "cancelled", "workers", "dead letters"];
     const table = el("table", { class: "queues" },
       el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))));
     const body = el("tbody");
@@ -255,7 +255,7 @@
       body.append(el("tr", { "data-queue": q.name, "data-status": q.status },
         el("td", { class: "name", title: q.redis, text: q.name }), status,
         number(q.depth), number(q.delayed), number(q.in_flight), number(q.succeeded),
-        number(q.failed), number(q.cancelled), number(q.workers)));
+        number(q.failed), number(q.cancelled), number(q.workers), number(q.dead)));
       const extra = queueDetail(q);
       if (extra) body.append(el("tr", { class: "queue-detail", "data-queue-detail": q.name },
         el("td", { colspan: String(head.length) }, extra)));
