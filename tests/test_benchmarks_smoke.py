@@ -80,3 +80,19 @@ def test_the_small_benchmarks_print_their_rows(
     assert done.returncode == 0, done.stderr
     for line in lines:
         assert line in done.stdout, done.stdout
+
+
+def test_the_redis_path_benchmark_prints_its_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.redis_path", "--jobs", "200", "--rounds", "1",
+         "--samples", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for line in ("drain, 1 worker, concurrency 32", "enqueue one by one", "enqueue_many",
+                 "trio_bg enqueue -> get()", "LPUSH/BLPOP hand-off (floor)"):  # fmt: skip
+        assert line in done.stdout, done.stdout

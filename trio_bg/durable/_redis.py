@@ -36,7 +36,12 @@ from ._progress import decode_progress, progress_key
 from ._results import ResultPoller
 from ._serialization import dumps, loads
 from ._statistics import QueueStatistics
-from ._stats import CountingWorker, read_statistics, watch_stale_jobs
+from ._stats import (
+    CountingWorker,
+    flush_outcomes_forever,
+    read_statistics,
+    watch_stale_jobs,
+)
 
 if TYPE_CHECKING:
     from ._backend import Publication
@@ -375,6 +380,7 @@ async def run_streaq_worker(
         await schedulers.start(run)
         task_status.started()
         schedulers.start_soon(watch_stale_jobs, worker)
+        schedulers.start_soon(flush_outcomes_forever, worker)
         for spec in periodic:
             assert spec.periodic is not None
             schedulers.start_soon(

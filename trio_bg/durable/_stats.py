@@ -21,11 +21,14 @@ no expiry: the counts are since the queue's keys were created.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import trio
 from coredis.response.types import StreamEntry
@@ -62,12 +65,14 @@ logging.getLogger("streaq").addFilter(_SaidOnce())
 async def watch_stale_jobs(worker: Worker[Any]) -> None:
     """Log each job held by a worker that stopped refreshing it (no heartbeat for the reclaim
     timeout): the job, that worker, and for how long; the next read of any worker reclaims it.
-    One XPENDING per stream every half reclaim timeout (one more read per stale entry, to name
-    its job); each entry is logged once per process. Until cancelled (the worker's stop)."""
+    One XPENDING per stream every quarter second (one more read per stale entry, to name its
+    job); each entry is logged once per process. Until cancelled (the worker's stop)."""
     seen: set[str] = set()
     idle = int(worker.idle_timeout)
     while True:
-        await trio.sleep(idle / 2000)
+        # Often: the next read of any worker reclaims a stale entry, and this must see it first
+        # (an empty XPENDING is one small reply).
+        await trio.sleep(min(0.25, idle / 40_000))
         for priority in worker.priorities:
             stream = worker.stream_key + priority
             try:
@@ -146,8 +151,10 @@ class CountingWorker(Worker[Any]):
     """streaq's worker, counting each job's outcome in Redis once its final result is stored,
     and checking every message before streaq indexes it (see the dead letters' module).
 
-    The count is one HINCRBY after streaq's own transaction: a worker killed between the two
-    stores the result and misses the count (the job is not run again for it).
+    The counts are kept in the process and written every :data:`FLUSH_INTERVAL` seconds, and
+    when the worker stops (one pipeline for all of them, not a round trip per job): a worker
+    killed in between misses the counts of its last quarter second (its jobs are not run again
+    for it).
 
     The checks sit where streaq reads from Redis: the stream readers (an entry without a job
     id is acked, deleted and kept as a dead letter, and never reaches streaq's producer, which
@@ -230,7 +237,7 @@ class CountingWorker(Worker[Any]):
         await super().finish_failed_task(
             msg, exc, tries, created_time, fn_name=fn_name, ttl=ttl, otherwise=otherwise
         )
-        await self.redis.hincrby(ended_key(self), _outcome(False, exc), 1)
+        self._count_outcome(_outcome(False, exc))
 
     async def finish_task(
         self,
@@ -268,7 +275,76 @@ class CountingWorker(Worker[Any]):
             otherwise,
         )
         if finish:  # not a retry, nor a job handed back to the stream
-            await self.redis.hincrby(ended_key(self), _outcome(success, return_value), 1)
+            self._count_outcome(_outcome(success, return_value))
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        async with super().__asynccontextmanager__() as worker:
+            try:
+                yield worker
+            finally:
+                # The counts of its last jobs, while its Redis client is still open.
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(2),
+                    contextlib.suppress(Exception),
+                ):
+                    await self.flush_outcomes()
+
+    def _count_outcome(self, outcome: str) -> None:
+        self._ended()[outcome] += 1
+        self.counted().set()
+
+    def counted(self) -> trio.Event:
+        """Set when an outcome was counted since the last flush began."""
+        event: trio.Event | None = getattr(self, "_trio_bg_counted", None)
+        if event is None:
+            event = self._trio_bg_counted = trio.Event()
+        return event
+
+    def _ended(self) -> Counter[str]:
+        """Outcomes counted since the last flush (streaq's Worker has no room for a field of
+        ours in its constructor: made at the first outcome)."""
+        ended: Counter[str] | None = getattr(self, "_trio_bg_ended", None)
+        if ended is None:
+            ended = Counter()
+            self._trio_bg_ended = ended
+        return ended
+
+    async def flush_outcomes(self) -> None:
+        """Add the outcomes counted since the last flush to the queue's hash: one pipeline of at
+        most three HINCRBY, not a round trip per job. Counts a write could not store are kept
+        for the next flush."""
+        ended = self._ended()
+        self._trio_bg_counted = trio.Event()
+        if not ended:
+            return
+        pending = dict(ended)
+        ended.clear()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for outcome, count in pending.items():
+                    pipe.hincrby(ended_key(self), outcome, count)
+        except BaseException:
+            ended.update(pending)
+            raise
+
+
+FLUSH_INTERVAL = 0.25
+"""Seconds between two writes of a worker's outcome counts (``statistics()`` lags by that)."""
+
+
+async def flush_outcomes_forever(worker: Worker[Any]) -> None:
+    """Write a counting worker's outcomes at most every :data:`FLUSH_INTERVAL` while there are
+    any (an idle worker does not wake), until cancelled; a lost Redis keeps them for the next
+    try (the worker itself reports the loss)."""
+    if not isinstance(worker, CountingWorker):
+        return
+    while True:
+        await worker.counted().wait()
+        await trio.sleep(FLUSH_INTERVAL)
+        with contextlib.suppress(Exception):  # kept for the next flush
+            await worker.flush_outcomes()
 
 
 async def read_statistics(worker: Worker[Any]) -> QueueStatistics:
