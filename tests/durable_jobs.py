@@ -12,6 +12,7 @@ test can tell how many times each job's body ran, in whichever process.
 from __future__ import annotations
 
 import os
+from typing import Literal
 from urllib.parse import urlsplit
 
 import trio
@@ -115,3 +116,20 @@ if os.environ.get("TRIO_BG_TEST_PERIODIC"):  # the schedule tests' worker proces
     @queue.periodic(every=float(os.environ["TRIO_BG_TEST_PERIODIC"]), overlap="allow", name="tick")
     async def tick() -> None:
         await count_effect("tick")
+
+
+if os.environ.get("TRIO_BG_TEST_PERIODICS"):  # the catch-up tests: one job per rule
+
+    def _register_periodic(catch_up: Literal["latest", "all", "none"]) -> None:
+        async def tick() -> None:
+            await count_effect(f"tick-{catch_up}")
+
+        queue.periodic(
+            every=float(os.environ["TRIO_BG_TEST_PERIODICS"]),
+            catch_up=catch_up,
+            overlap="allow",
+            name=f"tick-{catch_up}",
+        )(tick)
+
+    for _rule in ("latest", "all", "none"):
+        _register_periodic(_rule)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import trio
 
@@ -120,3 +121,20 @@ if os.environ.get("TRIO_BG_TEST_PERIODIC"):  # the schedule tests' worker proces
     )
     async def tick() -> None:
         count_effect("tick")
+
+
+if os.environ.get("TRIO_BG_TEST_PERIODICS"):  # the catch-up tests: one job per rule
+
+    def _register_periodic(catch_up: Literal["latest", "all", "none"]) -> None:
+        async def tick() -> None:
+            count_effect(f"tick-{catch_up}")
+
+        queue.periodic(
+            every=float(os.environ["TRIO_BG_TEST_PERIODICS"]),
+            catch_up=catch_up,
+            overlap="allow",
+            name=f"tick-{catch_up}",
+        )(tick)
+
+    for _rule in ("latest", "all", "none"):
+        _register_periodic(_rule)

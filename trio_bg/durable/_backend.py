@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._dead import DeadLetter
     from ._handle import DurableHandle
     from ._jobs import JobSpec
-    from ._periodic import ScheduleState
+    from ._periodic import PeriodicSpec, ScheduleState, Taken
     from ._statistics import QueueStatistics
 
 
@@ -81,6 +81,14 @@ class Backend(Protocol):
 
     async def schedules(self) -> list[ScheduleState]:
         """Each periodic job's state in the store."""
+        ...
+
+    async def take_instants(self, job: str, spec: PeriodicSpec, now: float) -> Taken:
+        """A periodic job's atomic step at ``now`` (see :mod:`._periodic`): read the last
+        instant taken, plan, enqueue the jobs (ids from the instants), record the newest
+        instant, all or nothing; a process that comes second takes nothing. The schedulers
+        beside :meth:`run_worker` call it at each instant. Cancelled mid-way, it took nothing
+        or all (the store's transaction decides)."""
         ...
 
     async def find(self, job_id: str) -> DurableHandle[Any] | None:

@@ -442,8 +442,8 @@ def take_instants(
     """A periodic job's atomic step (inside the commit group's ``BEGIN IMMEDIATE``: no other
     process writes between the read and the writes): read the last instant taken, ``decide``
     what to run, insert those jobs (ids from the instant: the same in every process), record
-    the newest instant. With ``skip_overlap``, an instant whose previous job is still queued
-    or running is skipped (recorded, not run)."""
+    the newest instant. With ``skip_overlap``, the instants are skipped (recorded, not run)
+    while the job of an earlier take is still queued or running."""
     row = connection.execute(
         "SELECT instant, job FROM schedules WHERE queue = ? AND name = ?", (queue, job)
     ).fetchone()
@@ -453,8 +453,11 @@ def take_instants(
         return Taken((), (), 0)
     enqueued: list[float] = []
     skipped: list[float] = []
+    # Overlap is judged once, against the run left by an earlier take: the instants of one
+    # take are one decision (catch_up="all" would otherwise run only the first missed one).
+    busy = skip_overlap and last_job is not None and _active(connection, last_job)
     for instant in chosen.run:
-        if skip_overlap and last_job is not None and _active(connection, last_job):
+        if busy:
             skipped.append(instant)
             continue
         job_id = instant_job_id(queue, job, instant)

@@ -14,10 +14,12 @@ The rule for instants that were missed (no worker ran at the time: every process
 (one that is up wakes within milliseconds of each instant); the others due since the last one
 taken are *missed*: ``"latest"`` (the default) runs the most recent missed instant once,
 ``"all"`` runs each of them (at most :data:`MAX_CATCH_UP`, the newest), ``"none"`` runs none.
-The on-time instant runs whatever ``catch_up`` says. ``overlap="skip"`` (the default) skips an
-instant while the job of the previous one is still queued or running; ``"allow"`` enqueues it
-anyway. A queue's first scheduler ever runs the current instant if it is on time, and nothing
-from before it.
+The on-time instant runs whatever ``catch_up`` says. ``overlap="skip"`` (the default) skips the
+instants of a take while the job of an earlier take is still queued or running (the instants one
+take enqueues together, a catch-up's, are one decision and not judged against each other:
+``catch_up="all"`` runs them all); ``"allow"`` enqueues them anyway. A skip is logged once per
+take, by the one process that took it. A queue's first scheduler ever runs the current instant
+if it is on time, and nothing from before it.
 """
 
 from __future__ import annotations
@@ -182,11 +184,12 @@ async def run_periodic(
 
 
 def _log(queue: str, job: str, taken: Taken) -> None:
-    for instant in taken.skipped:
+    if taken.skipped:
+        # One line per take (a long catch-up skipped whole would otherwise flood the log).
         logger.info(
             "durable queue %r: periodic job %r skipped its run of %s: the previous run is still "
             "queued or running (overlap='skip')",
-            queue, job, _when(instant),
+            queue, job, _skipped(taken.skipped),
         )  # fmt: skip
     if taken.dropped:
         logger.warning(
@@ -194,6 +197,12 @@ def _log(queue: str, job: str, taken: Taken) -> None:
             "were not run (catch_up='all' runs at most %d)",
             queue, job, taken.dropped, MAX_CATCH_UP, MAX_CATCH_UP,
         )  # fmt: skip
+
+
+def _skipped(instants: tuple[float, ...]) -> str:
+    if len(instants) == 1:
+        return _when(instants[0])
+    return f"{len(instants)} instants, {_when(instants[0])} to {_when(instants[-1])}"
 
 
 def _when(instant: float) -> str:

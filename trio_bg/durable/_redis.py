@@ -252,6 +252,11 @@ class RedisBackend:
             states.append(schedule_state(spec.name, spec.periodic, now, last, last_job))
         return states
 
+    async def take_instants(self, job: str, spec: PeriodicSpec, now: float) -> Taken:
+        # A worker process's schedulers call the module function with their own streaq
+        # worker; this is the same step on the queue's client (the Backend seam).
+        return await take_instants(self.open_worker(), self.name, job, spec, now)
+
     async def find(self, job_id: str) -> DurableHandle[Any] | None:
         worker = self.open_worker()
         try:
@@ -462,7 +467,8 @@ async def take_instants(
                 )
                 enqueued.append(moment)
                 last_job = task.id
-                active = spec.overlap == "skip"  # the one just enqueued is the previous now
+                # ``active`` stays as it was: overlap is judged against an earlier take's run
+                # only (the instants of one take are one decision, as on the journal).
             mapping: dict[str, str] = {"instant": repr(chosen.newest)}
             if last_job is not None:
                 mapping["job"] = str(last_job)
