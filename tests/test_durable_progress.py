@@ -133,3 +133,31 @@ async def test_a_version_1_journal_is_migrated_and_its_jobs_run(tmp_path: Path) 
         assert columns[-1] == "progress"
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_schema")}
         assert "schedules" in tables
+
+
+async def test_a_job_run_by_a_worker_inside_a_task_reports_for_the_job_not_the_task(
+    tmp_path: Path,
+) -> None:
+    """The nearest owner wins: the worker runs as a trio_bg task of the app (as with
+    ``TaskMiddleware(queue_concurrency=N)``), but the job's report goes to the job."""
+    import trio_bg
+
+    release = tmp_path / "release"
+    queue = jobs.make_queue(url(tmp_path))
+
+    async def serve_jobs(ready: trio.Event) -> None:
+        async with queue.open_worker(concurrency=2, grace=1):
+            ready.set()
+            await trio.sleep_forever()
+
+    async with trio_bg.open_task_manager() as tm:
+        ready = trio.Event()
+        worker_task = tm.start_soon_named("worker", serve_jobs, ready)
+        await ready.wait()
+        handle = await queue.enqueue(jobs.reports, 2, str(release))
+        await wait_for_progress(handle, 1.0, 5)
+        assert worker_task.progress is None
+        release.touch()
+        with trio.fail_after(5):
+            assert await handle.get() == 2
+        worker_task.cancel()

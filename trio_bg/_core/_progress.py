@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import final
 
+import trio
+
 from ._text import clean
 
 MAX_MESSAGE = 200
@@ -37,9 +39,27 @@ class Progress:
 
 
 Reporter = Callable[[Progress], None]
-reporter: ContextVar[Reporter | None] = ContextVar("trio_bg_progress_reporter", default=None)
-"""Where progress goes when the trio task tree cannot tell: set around a sync task's worker
-thread, and by a durable worker in the context of each job it runs."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """Where progress goes for the trio task ``task`` and the tasks under it (a durable job's
+    task), or for the worker thread of a sync task (``task`` is then the task it runs for)."""
+
+    report: Reporter
+    task: object
+
+
+def sink(report: Reporter) -> Sink:
+    """A :class:`Sink` for the current trio task."""
+    return Sink(report, trio.lowlevel.current_task())
+
+
+reporter: ContextVar[Sink | None] = ContextVar("trio_bg_progress_reporter", default=None)
+"""Where progress goes when the trio task tree cannot tell (a sync task's worker thread), or
+where a durable worker wants it for the tasks of each job it runs. Inside trio, the nearest of
+the two wins: the sink's task or a trio_bg task, walking up from the caller."""
 
 
 def make_progress(fraction: object, message: object, *, now: float | None = None) -> Progress:

@@ -1,11 +1,13 @@
 """``report_progress``: a task says how far it is, from anywhere inside itself.
 
-Nothing on the task path records anything for this: the call finds its task when it is made
-(:func:`._where.current_handle` walks trio's task tree up from the current task to the one whose
-coroutine is trio_bg's runner) and reports to that task's manager, which stores it on the handle
-and calls the instruments' ``task_progress``. Where the task tree cannot tell (a sync task's
-worker thread; a durable job, which is no trio_bg task), the context can: ``_progress.reporter``
-is set around the thread's call and by a durable worker around each job.
+Nothing on the task path records anything for this: the call finds its task when it is made,
+walking trio's task tree up from the current task (:func:`._where.lineage`) to the nearest of a
+trio_bg task (its coroutine is the runner's, :func:`._where.handle_of`: the report goes to its
+manager, which stores it on the handle and calls the instruments' ``task_progress``) and a
+durable job's task (the ``_progress.reporter`` sink its worker set: the report goes to the
+worker's outbox). So a job run by a worker inside a trio_bg task reports for the job, and a
+trio_bg task started inside a job reports for itself. In a sync task's worker thread, where
+there is no task tree, the sink set around the thread's call takes it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._progress import Progress, make_progress, reporter
-from ._where import current_handle
+from ._progress import make_progress, reporter
+from ._where import handle_of, lineage
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -37,31 +39,28 @@ def report_progress(fraction: float | None = None, message: str | None = None) -
     progress = make_progress(fraction, message)
     to = reporter.get()
     try:
-        trio.lowlevel.current_task()
+        current = trio.lowlevel.current_task()
     except RuntimeError:  # not in the trio thread: a sync task's worker thread, or no trio
-        in_trio = False
-    else:
-        in_trio = True
-    if in_trio and _report_in_trio(progress):
+        if to is None:
+            raise RuntimeError(_OUTSIDE) from None
+        to.report(progress)
         return
+    for task in lineage(current):  # the nearest of a durable job's sink and a trio_bg task
+        if to is not None and task is to.task:
+            to.report(progress)
+            return
+        handle: TaskHandle[Any] | None = handle_of(task)
+        if handle is not None:
+            manager = handle.manager
+            if manager is not None:  # None once finished: a late report changes nothing
+                manager._task_progress(handle, progress)
+            return
     if to is None:
         raise RuntimeError(_OUTSIDE)
-    to(progress)
+    to.report(progress)
 
 
 _OUTSIDE = (
     "report_progress() was called outside a trio_bg task or durable job: call it in the task's "
     "own code (or a task it started in a nursery of its own, or its worker thread)"
 )
-
-
-def _report_in_trio(progress: Progress) -> bool:
-    """Report ``progress`` for the trio_bg task the current trio task belongs to; False if it
-    belongs to none. Runs in the trio thread."""
-    handle: TaskHandle[Any] | None = current_handle()
-    if handle is None:
-        return False
-    manager = handle.manager
-    if manager is not None:  # None once finished: a late report changes nothing
-        manager._task_progress(handle, progress)
-    return True

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 import trio
 
 from ._log import logger
-from ._progress import Progress, reporter
+from ._progress import Progress, reporter, sink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +61,7 @@ async def run_in_thread(
     """
     borrow = _Borrow(manager._limiter or trio.to_thread.current_default_thread_limiter())
     # The thread runs in a copy of this context: report_progress there finds its task here.
-    reporting = reporter.set(functools.partial(_report_from_thread, manager, handle))
+    reporting = reporter.set(sink(functools.partial(_report_from_thread, manager, handle)))
     try:
         # trio takes any object with the two *_on_behalf_of methods as its limiter.
         return await trio.to_thread.run_sync(

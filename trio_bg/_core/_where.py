@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, final
@@ -96,17 +97,22 @@ def wait_points(nursery: trio.Nursery | None) -> dict[int, WaitPoint]:
     return points
 
 
-def current_handle() -> Any:
-    """The handle of the trio_bg task the current trio task runs in (itself, or an ancestor
-    through the nurseries between them), or None. Call it in the trio thread."""
-    task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
-    while task is not None:
-        frame: FrameType | None = getattr(task.coro, "cr_frame", None)
-        if frame is not None and frame.f_code is _RUN_TASK:
-            return frame.f_locals.get("handle")
-        nursery = task.parent_nursery
-        task = None if nursery is None else nursery.parent_task
+def handle_of(task: trio.lowlevel.Task) -> Any:
+    """The handle a trio task runs, if it is a trio_bg task's (its coroutine is the runner's),
+    else None."""
+    frame: FrameType | None = getattr(task.coro, "cr_frame", None)
+    if frame is not None and frame.f_code is _RUN_TASK:
+        return frame.f_locals.get("handle")
     return None
+
+
+def lineage(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    """``task`` and its ancestors through the nurseries between them, nearest first."""
+    current: trio.lowlevel.Task | None = task
+    while current is not None:
+        yield current
+        nursery = current.parent_nursery
+        current = None if nursery is None else nursery.parent_task
 
 
 def task_coroutines(nursery: trio.Nursery | None) -> dict[int, Any]:

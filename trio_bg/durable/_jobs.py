@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .._core._progress import reporter
+from .._core._progress import reporter, sink
 from .._core._retry import Retry
 from .._core._text import safe_str
 from ._progress import outbox_for
@@ -70,7 +70,7 @@ class JobSpec:
         async def run(*args: Any, **kwargs: Any) -> Any:
             # This job's task context: report_progress inside it (and its threads) finds it.
             reporting = reporter.set(
-                outbox_for(worker, result_ttl).reporter(registered.context.task_id)
+                sink(outbox_for(worker, result_ttl).reporter(registered.context.task_id))
             )
             try:
                 result = await fn(*args, **kwargs)

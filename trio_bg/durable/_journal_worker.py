@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 
 import trio
 
-from .._core._progress import reporter
+from .._core._progress import reporter, sink
 from .._core._text import safe_str
 from . import _journal_sql as sql
 from ._journal_file import JournalError
@@ -193,7 +193,7 @@ class JournalWorker:
         backend = self._backend
         job = run.job
         # This task's own context: report_progress inside the job (and its threads) finds it.
-        reporter.set(self._outbox.reporter(job.id))
+        reporter.set(sink(self._outbox.reporter(job.id)))
         spec = backend.jobs.get(job.function)
         problem = _problem(job, spec is not None)
         if spec is None or problem is not None:
