@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from itertools import count
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -86,6 +86,11 @@ async def run_worker(
             except (Exception, BaseExceptionGroup) as exc:
                 if not is_connection_failure(exc):
                     raise
+                if _stopped_by_signal(exc):
+                    # streaq was already stopping for SIGTERM/SIGINT when a connection failed
+                    # (a connect on the way out, on a loaded machine): a stop, not a lost Redis.
+                    logger.info("worker %s stopped (a connection failed on the way out)", worker.id)
+                    return
                 if time.monotonic() - started > _STABLE:
                     backoff = 0.1
                 logger.warning(
@@ -103,6 +108,14 @@ async def run_worker(
                     logger.info("worker: %s while reconnecting; stopping", name)
                     return
             backoff = min(backoff * 2, max_backoff)
+
+
+def _stopped_by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` holds the cancellation streaq's signal handler makes for SIGTERM/SIGINT."""
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        return any(_stopped_by_signal(inner) for inner in group.exceptions)
+    return isinstance(exc, trio.Cancelled) and "Signal handler received SIG" in str(exc)
 
 
 async def _run_journal_worker(
