@@ -121,14 +121,9 @@ def task_coroutines(nursery: trio.Nursery | None) -> dict[int, Any]:
         return {}
     found: dict[int, Any] = {}
     for task in nursery.child_tasks:
-        coro: Any = task.coro
-        frame: FrameType | None = getattr(coro, "cr_frame", None)
-        if frame is None or frame.f_code is not _RUN_TASK:
-            continue
-        handle = frame.f_locals.get("handle")
-        number = getattr(handle, "_n", None)
+        number = getattr(handle_of(task), "_n", None)
         if type(number) is int:
-            found[number] = coro
+            found[number] = task.coro
     return found
 
 

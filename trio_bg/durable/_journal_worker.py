@@ -244,19 +244,7 @@ class JournalWorker:
         )  # fmt: skip
         error = dumps({"type": "DeadLetter", "message": reason})
         now = backend.now()
-        backend.finished(
-            sql.JobRow(
-                id=job.id,
-                function=job.function,
-                state="dead",
-                attempts=job.attempts,
-                result=None,
-                error=error,
-                created_at=job.created_at,
-                started_at=job.started_at,
-                finished_at=now,
-            )
-        )
+        backend.finished(_ended(job, "dead", None, error, now))
         with trio.CancelScope(shield=True):
             try:
                 await backend.file.call(sql.dead, backend.name, self._owner, job.id, error, now)
@@ -286,19 +274,7 @@ class JournalWorker:
         logged by the journal's thread; the lease then expires and the job runs again."""
         backend = self._backend
         now = backend.now()
-        backend.finished(
-            sql.JobRow(
-                id=job.id,
-                function=job.function,
-                state=state,
-                attempts=job.attempts,
-                result=result,
-                error=error,
-                created_at=job.created_at,
-                started_at=job.started_at,
-                finished_at=now,
-            )
-        )
+        backend.finished(_ended(job, state, result, error, now))
         backend.file.submit_many(
             sql.finish_many, (backend.name, self._owner), (job.id, state, result, error, now)
         )
@@ -382,6 +358,23 @@ def _problem(job: Claimed, registered: bool) -> str | None:
     if not isinstance(cast(object, job.args), list):
         return "arguments ('args') are not a JSON array"
     return None
+
+
+def _ended(
+    job: Claimed, state: str, result: str | None, error: str | None, now: float
+) -> sql.JobRow:
+    """The row of a claimed job that ended in ``state`` at ``now``, as its handles read it."""
+    return sql.JobRow(
+        id=job.id,
+        function=job.function,
+        state=state,
+        attempts=job.attempts,
+        result=result,
+        error=error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=now,
+    )
 
 
 def _traceback(exc: BaseException) -> str:
