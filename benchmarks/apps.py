@@ -12,7 +12,9 @@
   final body, starts the tiny task in it; the call returns once the task is done (case f, no
   trio_bg): the floor for (b);
 - ``raw_nursery_scoped_tiny``: the same, the task run inside its own ``trio.CancelScope`` (case
-  g): the stricter floor for (b), since every trio_bg task can be cancelled on its own.
+  g): the stricter floor for (b), since every trio_bg task can be cancelled on its own;
+- ``raw_nursery_scoped_sleep``: (g) with the 2 s task (case i, no trio_bg): the floor for (d),
+  a second trio task per request, in a nursery per request, in its own cancel scope.
 
 The tiny task is the same coroutine function everywhere: one ``trio.lowlevel.checkpoint()``.
 """
@@ -138,6 +140,21 @@ async def raw_nursery_scoped_tiny(scope: Scope, receive: Receive, send: Send) ->
         await _lifespan(receive, send)
 
 
+async def _scoped_long() -> None:
+    with trio.CancelScope():
+        await long_task()
+
+
+async def raw_nursery_scoped_sleep(scope: Scope, receive: Receive, send: Send) -> None:
+    """(i) Like (g), with the 2 s task: the floor for (d)."""
+    if scope["type"] == "http":
+        async with trio.open_nursery() as nursery:
+            await _respond(send)
+            nursery.start_soon(_scoped_long)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
 async def _starlette_endpoint(request: Request) -> Response:
     return PlainTextResponse("OK", background=BackgroundTask(tiny))
 
@@ -206,5 +223,6 @@ CASES: dict[str, tuple[str, str]] = {
     "f": ("benchmarks.apps:raw_nursery_tiny", "raw ASGI, nursery per request + 1 tiny task"),
     "g": ("benchmarks.apps:raw_nursery_scoped_tiny", "as (f), the task in its own CancelScope"),
     "h": ("benchmarks.apps:raw_tiny_seen", "as (b), + dashboard, Prometheus and OTel instruments"),
+    "i": ("benchmarks.apps:raw_nursery_scoped_sleep", "as (g), the 2 s task: the floor of (d)"),
 }
 """Case letter -> (``module:attribute`` of the app, description)."""

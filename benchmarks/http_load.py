@@ -323,7 +323,7 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
                 f"run {r + 1}/{config.runs} ({case}): {run.wrk.rps:.0f} req/s, "
                 f"p99 {run.wrk.p99_ms:.1f} ms, {run.cpu_us_per_request:.0f} us/req"
             )
-    a, b, c, d, e, f, g, h = (per_case[k] for k in "abcdefgh")
+    a, b, c, d, e, f, g, h, i = (per_case[k] for k in "abcdefghi")
     checks = [
         Check("P4", "P4 server CPU/req: (b) trio_bg tiny / (a) raw", ratio(b["cpu"], a["cpu"]),
               target=1.10),
@@ -352,6 +352,12 @@ def run_http(config: HttpConfig, workdir: Path) -> PartResult:
               note="the same work without trio_bg, for reference"),
         Check("P5de", "p99: (d) trio_bg 2 s task / (e) raw 2 s sleep", ratio(d["p99"], e["p99"]),
               note="trio_bg's own share of P5"),
+        Check("P5di", "p99: (d) trio_bg 2 s task / (i) its floor", ratio(d["p99"], i["p99"]),
+              note="(i): a nursery per request and the 2 s task in its own scope, no trio_bg"),
+        Check("P5ie", "(floor) p99: (i) nursery + scoped 2 s task / (e) raw 2 s sleep",
+              ratio(i["p99"], e["p99"]),
+              note="what running the 2 s wait as a task of its own costs in the tail, without "
+              "trio_bg; (d)/(e) cannot go below it"),
         Check("P5cpu", "server CPU/req: (d) 2 s tasks / (a) raw", ratio(d["cpu"], a["cpu"]),
               note="for comparison"),
         Check("P5cpue", "server CPU/req: (d) trio_bg 2 s task / (e) raw 2 s sleep",

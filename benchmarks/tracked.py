@@ -29,20 +29,6 @@ from . import apps
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-async def _scoped_long() -> None:
-    with trio.CancelScope():
-        await apps.long_task()
-
-
-async def raw_nursery_scoped_sleep(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The floor of (d): a nursery per request and the 2 s task in its own cancel scope,
-    started after the final body (what (g) is to (b))."""
-    async with trio.open_nursery() as nursery:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-        nursery.start_soon(_scoped_long)
-
-
 def _scope() -> dict[str, Any]:
     return {
         "type": "http",
@@ -110,7 +96,7 @@ def main() -> None:
     results: dict[str, tuple[float, Counter[str]]] = {}
     cases: dict[str, tuple[App, str]] = {
         "d": (apps.raw_sleep, "TaskMiddleware + a 2 s after_response task"),
-        "floor": (raw_nursery_scoped_sleep, "a nursery per request + a scoped 2 s task"),
+        "floor": (apps.raw_nursery_scoped_sleep, "a nursery per request + a scoped 2 s task"),
         "e": (apps.raw_sleep_inline, "raw ASGI, 2 s sleep after the body"),
     }
     for case, (app, _) in cases.items():

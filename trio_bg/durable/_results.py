@@ -80,6 +80,8 @@ class ResultPoller:
         """Passes begun over the handles nobody awaits."""
         self._rounds = 0
         self._closed = False
+        self._empty = False
+        """The loop waits for a first handle to follow (a follow wakes it only then)."""
 
     @property
     def watched(self) -> int:
@@ -116,7 +118,7 @@ class ResultPoller:
         early = self._early.pop(handle.id, None)
         if not self._closed:
             self._handles[handle.id] = handle
-            if len(self._handles) == 1:
+            if self._empty:
                 self._wake.set()
             if early is not None:  # its result was published before the enqueue returned
                 self._apply(handle, early)
@@ -146,7 +148,16 @@ class ResultPoller:
         failing = False
         while True:
             if not self._handles and not self._aborts:
+                self._empty = True
                 await self._wake.wait()
+                self._empty = False
+                if not self._awaited and not self._aborts:
+                    # A first handle followed, nobody waits: its result comes pushed, and the
+                    # fallback round comes at the idle pace, not at once (an app that enqueues
+                    # and drops each handle would pay a round per enqueue).
+                    self._wake = trio.Event()
+                    with trio.move_on_after(self._poll_interval * SWEEP_ROUNDS):
+                        await self._wake.wait()
             whole = not self._awaited and not self._aborts
             self._wake = trio.Event()
             try:

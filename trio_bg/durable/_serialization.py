@@ -78,8 +78,14 @@ def check_arguments(job_name: str, args: Sequence[object]) -> None:
         json.dumps(arg, default=refuse)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Exact types JSON always carries (subclasses are checked by encoding: they may not)."""
+
+
 def check_result(job_name: str, value: object) -> None:
     """Raise TypeError if the value a job returned cannot be stored as JSON."""
+    if type(value) in _SCALARS:  # most results: no encoding just to check
+        return
 
     def refuse(inner: object) -> object:
         raise TypeError(
