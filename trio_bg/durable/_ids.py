@@ -5,43 +5,32 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
+import random
 import time
 
-_POOL = 4000
-"""Random bytes read at once: one ``getrandom`` per 400 ids (a syscall each cost ~10 µs)."""
-_RANDOM = 10
-"""Random bytes per id (80 bits), after 6 bytes of the time in milliseconds."""
+_RANDOM_BITS = 80
+"""Random bits per id, after 48 bits of the time in milliseconds."""
+
+_random = random.Random()
+"""Our own generator, seeded from ``os.urandom``: an app's ``random.seed(42)`` in two processes
+must not give them the same ids."""
+os.register_at_fork(after_in_child=_random.seed)  # a forked child draws its own sequence
 
 
-class _RandomIds:
-    """Per id, the time in milliseconds (48 bits), then 80 random bits from a pool refilled from
-    ``os.urandom``; refilled in a child after ``fork`` (the pool is never shared by two
-    processes).
+def random_id() -> str:
+    """A new job id: the time in milliseconds (48 bits), then 80 random bits.
 
     The time first makes ids of one moment sort together, like a UUIDv7: the journal's unique
     index on ``id`` grows at its right edge instead of at a random page, so an enqueue costs
     the same with a million jobs in the file (random ids made it 3.4x slower there).
+
+    The bits come from a generator of this module seeded from ``os.urandom`` and reseeded in
+    a child after ``fork``, so two processes never share a sequence; an id needs to be unique,
+    not secret. ``getrandbits`` holds the GIL for the call: safe from any thread, and no
+    syscall per id (a ``getrandom`` each cost ~10 µs here).
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool = b""
-        self._at = 0
-        self._pid = -1
-
-    def next(self) -> str:
-        with self._lock:
-            if self._at >= len(self._pool) or self._pid != os.getpid():
-                self._pool = os.urandom(_POOL)
-                self._at = 0
-                self._pid = os.getpid()
-            chunk = self._pool[self._at : self._at + _RANDOM]
-            self._at += _RANDOM
-        return f"job-{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}{chunk.hex()}"
-
-
-random_id = _RandomIds().next
+    millis = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
+    return f"job-{millis:012x}{_random.getrandbits(_RANDOM_BITS):020x}"
 
 
 def key_id(queue: str, job: str, key: str) -> str:
