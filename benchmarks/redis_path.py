@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def raw_worker(url: str) -> Any:
@@ -81,6 +83,13 @@ async def settled(redis: Any, stream: str) -> bool:
 
 
 async def drain(kind: str, url: str, count: int) -> float:
+    """Jobs/s of one worker process of ``kind`` started on ``count`` queued jobs."""
+    return (await measured_drain(kind, url, count))[0]
+
+
+async def measured_drain(kind: str, url: str, count: int) -> tuple[float, float, float]:
+    """:func:`drain`, with the Redis commands per job (``INFO commandstats``, the harness's own
+    polling left out) and the worker process's CPU per job in microseconds."""
     queue = jobs.make_queue(url)
     async with queue:
         redis = queue.redis
@@ -97,16 +106,43 @@ async def drain(kind: str, url: str, count: int) -> float:
                         [raw.add.enqueue(i, 1) for i in range(start, start + 500)]
                     )
             stream = "streaq:raw:queues:normal"
-        process = spawn(kind, url)
-        began = time.perf_counter()
-        try:
-            with trio.fail_after(120):
-                while not await settled(redis, stream):  # noqa: ASYNC110 - another process
-                    await trio.sleep(0.005)
-            return count / (time.perf_counter() - began)
-        finally:
-            process.kill()
-            process.wait()
+        return await watch_drain(redis, stream, count, lambda: spawn(kind, url))
+
+
+async def watch_drain(
+    redis: Any, stream: str, count: int, start: Callable[[], subprocess.Popen[bytes]]
+) -> tuple[float, float, float]:
+    """Start a worker process and wait until ``stream`` is drained: jobs/s, Redis commands per
+    job (each :func:`settled` poll's three left out), worker CPU per job (µs)."""
+    before = await commands_run(redis)
+    process = start()
+    began = time.perf_counter()
+    polls = 0
+    try:
+        with trio.fail_after(120):
+            while not await settled(redis, stream):
+                polls += 1
+                await trio.sleep(0.005)
+        rate = count / (time.perf_counter() - began)
+        cpu = cpu_seconds(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    # The last poll, the INFO of the count itself: 3 + 1 more.
+    commands = await commands_run(redis) - before - 3 * (polls + 1) - 1
+    return rate, commands / count, cpu / count * 1e6
+
+
+async def commands_run(redis: Any) -> int:
+    """Commands Redis has run since its start (``INFO commandstats``; a script's count too)."""
+    stats = await redis.info("commandstats")
+    return sum(int(v["calls"]) for v in stats.values())
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 async def enqueues(kind: str, url: str, count: int, batch: bool) -> float:
@@ -152,6 +188,47 @@ async def one_at_a_time(url: str, samples: int) -> tuple[float, float]:
                 handle = await queue.enqueue(jobs.add, i, 1)
                 await handle.get()
                 times.append((time.perf_counter() - began) * 1000)
+    finally:
+        process.kill()
+        process.wait()
+    times.sort()
+    return statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
+
+
+async def raw_one_at_a_time(url: str, samples: int) -> tuple[float, float]:
+    """:func:`one_at_a_time` for raw streaq: its worker process, an enqueue with streaq, and the
+    result taken from one pattern subscription on streaq's result channels, opened once (streaq's
+    own ``Task.result()`` subscribes per call, about 100 ms each)."""
+    process = spawn("raw", url)
+    waiting: dict[str, trio.Event] = {}
+    times: list[float] = []
+    try:
+        raw = raw_worker(url)
+        async with raw, trio.open_nursery() as nursery:
+            prefix = f"{raw.prefix}:channels:"
+
+            async def listen() -> None:
+                async with raw.redis.pubsub(patterns=[prefix + "*"]) as pubsub:
+                    async for message in pubsub:
+                        channel = message.get("channel")
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        event = waiting.pop(str(channel).removeprefix(prefix), None)
+                        if event is not None:
+                            event.set()
+
+            nursery.start_soon(listen)
+            await trio.sleep(0.2)  # the subscription is in place
+            for i in range(samples + 10):
+                task = raw.add.enqueue(i, 1)
+                done = waiting[task.id] = trio.Event()
+                began = time.perf_counter()
+                await task
+                with trio.fail_after(30):
+                    await done.wait()
+                if i >= 10:  # the worker's start-up and first reads
+                    times.append((time.perf_counter() - began) * 1000)
+            nursery.cancel_scope.cancel()
     finally:
         process.kill()
         process.wait()
