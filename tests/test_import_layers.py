@@ -1,7 +1,8 @@
 """The house rules that import-linter cannot see, read from the source with ``ast``.
 
-- Outside ``trio_bg/_core`` no module writes a private attribute of another object (observers
-  read public views; the core's internals change only through the core).
+- Outside ``trio_bg/_core`` no module writes a private attribute of another object, nor reads
+  one by name through ``getattr`` (observers read public views; the core's internals change only
+  through the core).
 - Inside the core, each field of a handle is written by one module, the lifecycle (after the
   handle's ``__init__``), and the close state of a manager by the close policy only.
 - The instruments' imports of the task machinery are for annotations only (the contract in
@@ -68,6 +69,38 @@ def test_no_module_outside_the_core_writes_another_objects_private_attribute() -
         for line, owner, attr, function in _writes(path)
         if owner not in ("self", "cls")
         and (str(path.relative_to(PACKAGE)), attr) not in OTHER_LIBRARIES
+    ]
+    assert offending == []
+
+
+def _private_lookups(path: Path) -> list[tuple[int, str, str]]:
+    """``(line, object, name)`` of every ``getattr``/``hasattr`` of a private name (a string
+    literal) on an object other than ``self``/``cls``: a private read the type checker cannot
+    see."""
+    found: list[tuple[int, str, str]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and node.args[1].value.startswith("_")
+            and not node.args[1].value.startswith("__")
+        ):
+            owner = ast.unparse(node.args[0])
+            if owner not in ("self", "cls"):
+                found.append((node.lineno, owner, node.args[1].value))
+    return found
+
+
+def test_no_module_outside_the_core_reads_a_private_attribute_by_name() -> None:
+    offending = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} getattr({owner}, {name!r})"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if CORE not in path.parents
+        for line, owner, name in _private_lookups(path)
     ]
     assert offending == []
 

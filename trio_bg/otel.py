@@ -216,9 +216,7 @@ class OpenTelemetryInstrument(Instrument):
             )
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
         else:
-            attributes["trio_bg.task.cancel_requested"] = getattr(
-                handle, "_cancel_requested", False
-            )
+            attributes["trio_bg.task.cancel_requested"] = handle.cancel_requested
             span.set_attributes(attributes)
 
     def task_rejected(self, manager: TaskManager, name: str, reason: str) -> None:

@@ -198,6 +198,14 @@ class TaskHandle(Generic[T_co]):
         return self._state.done
 
     @property
+    def cancel_requested(self) -> bool:
+        """True once this task's cancellation was asked for: its ``cancel()``, the manager's
+        ``cancel(id)`` or ``cancel_all()``, or the manager's close. The task may still have
+        ended otherwise (it finished first, or it was shielded)."""
+        requested: bool = getattr(self, "_cancel_requested", False)
+        return requested
+
+    @property
     def attempts(self) -> int:
         """How many times the function has been called (0 before it started; retries count)."""
         # A plain task that ran was called once; only retried or timed tasks count here.
