@@ -392,6 +392,35 @@ async def test_a_round_asks_about_awaited_jobs_and_a_slice_of_the_others(
             assert sorted(swept) == sorted(others)  # each other job once per 20 rounds
 
 
+async def test_an_app_that_drops_its_handles_pays_no_poll_round_per_enqueue(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handles enqueued and dropped one after another (nobody awaits them, no worker): the
+    poller runs at the idle pace, one round per SWEEP_ROUNDS intervals, not one per enqueue."""
+    from trio_bg.durable import _results
+
+    rounds: list[float] = []
+    run_round = _results.ResultPoller._round
+
+    async def recorded_round(
+        self: _results.ResultPoller, worker: Any, *, whole: bool = False
+    ) -> None:
+        rounds.append(trio.current_time())
+        await run_round(self, worker, whole=whole)
+
+    monkeypatch.setattr(_results.ResultPoller, "_round", recorded_round)
+    interval = 0.01
+    queue = jobs.make_queue(redis_server.url, poll_interval=interval)
+    async with queue:
+        began = trio.current_time()
+        for i in range(200):
+            await queue.enqueue(jobs.add, i, 1)  # the handle is dropped at once
+        elapsed = trio.current_time() - began
+    idle = _results.SWEEP_ROUNDS * interval
+    assert len(rounds) <= elapsed / idle + 2, (len(rounds), elapsed)
+    assert len(rounds) < 200 / 10
+
+
 @pytest.mark.parametrize(
     ("path", "stderr"),
     [
