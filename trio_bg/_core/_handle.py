@@ -172,6 +172,12 @@ class TaskHandle(Generic[T_co]):
         return None if options is None or options.group is None else options.group.name
 
     @property
+    def always(self) -> bool:
+        """Started with ``always=True``: a deferred task that runs even if its timing point
+        never comes (a request's handler failed or sent a 5xx response)."""
+        return self._options is not None and self._options.always
+
+    @property
     def key(self) -> str | None:
         """The de-duplication key given at start, if any."""
         return None if self._options is None else self._options.key

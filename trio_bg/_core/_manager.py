@@ -530,6 +530,33 @@ def check_instruments(instruments: object) -> InstrumentSet | None:
     return found or None
 
 
+def create_manager(
+    *,
+    name: str,
+    max_running: int | None,
+    max_pending: int | None,
+    grace_period: float,
+    shield_timeout: float,
+    on_error: ErrorHandler | None,
+    recent_limit: int,
+    instruments: InstrumentSet | None,
+) -> TaskManager:
+    """A manager, not yet open, from options already checked (``TaskMiddleware`` checks them
+    when it is made): the app manager of the ASGI layer, which shares one
+    :class:`InstrumentSet` with its request managers. ``TaskManagerContext(manager)`` opens it.
+    """
+    return TaskManager._create(
+        name=name,
+        max_running=max_running,
+        max_pending=max_pending,
+        grace_period=grace_period,
+        shield_timeout=shield_timeout,
+        on_error=on_error,
+        recent_limit=recent_limit,
+        instruments=instruments,
+    )
+
+
 def open_task_manager(
     name: str = "app",
     *,

@@ -7,9 +7,6 @@ for the timing points, and starts the deferred tasks when their point comes.
 
 from __future__ import annotations
 
-# With _request.py, the one place outside trio_bg/_core that works the core's internals (a
-# request manager's opening, its timing points and the response status it is told).
-# pyright: reportPrivateUsage=false
 import math
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +19,7 @@ from .._core._closing import TaskManagerContext
 from .._core._handle import ErrorHandler
 from .._core._instruments import Instrument
 from .._core._log import logger
-from .._core._manager import TaskManager, check_instruments
+from .._core._manager import TaskManager, check_instruments, create_manager
 from .._core._state import Timing
 from .._core._trio_only import not_trio
 from .._shutdown_notice import announce_shutdown, clear_shutdown_notice
@@ -172,7 +169,7 @@ class TaskMiddleware:
             else:
                 await self._app(scope, receive, send)
             return
-        manager = RequestTaskManager._open(
+        manager = RequestTaskManager.open_request(
             scope=scope,
             max_tasks=self._max_per_request,
             shield_timeout=self._shield_timeout,
@@ -191,9 +188,7 @@ class TaskMiddleware:
             except Exception as exc:
                 failure = exc
             finally:
-                manager._name_from_route(last=True)  # and let go of the scope
-            if manager._held:  # most requests hold nothing by now: one call fewer for them
-                manager._drop_deferred()
+                manager.handler_ended()  # names it, lets go of the scope, settles held tasks
             if failure is not None and not response.started:
                 # Answer now: the call only returns once the request's tasks are done.
                 await response.send_error()
@@ -222,7 +217,7 @@ class TaskMiddleware:
         stop_workers = trio.Event()
         async with _queues_then_nursery(self._queues) as nursery:
             nursery.start_soon(inner.run)
-            manager = TaskManager._create(
+            manager = create_manager(
                 name=self._name,
                 max_running=self._max_running,
                 max_pending=self._max_pending,
@@ -302,12 +297,12 @@ class _ResponseWatch:
             try:
                 await self._send(message)
             finally:
-                self._manager._fire(_AFTER_RESPONSE)
+                self._manager.fire(_AFTER_RESPONSE)
         elif kind == "http.response.start":
             self.started = True
             # Before the server gets the message: after_route tasks start first. A 5xx status
             # makes this a failed request (only always=True deferred tasks will run).
-            self._manager._response_started(message.get("status"))
+            self._manager.response_started(message.get("status"))
             await self._send(message)
         else:
             await self._send(message)
@@ -315,7 +310,7 @@ class _ResponseWatch:
     async def send_error(self) -> None:
         """Send a plain 500 for a handler that raised before starting its response."""
         self.started = True
-        self._manager._error_sent()
+        self._manager.error_sent()
         try:
             await self._send(_ERROR_START)
             await self._send({"type": "http.response.body", "body": _ERROR_BODY})

@@ -2,10 +2,17 @@
 
 The timing points are an ASGI idea, so they live here: a task started at ``after_route`` or
 ``after_response`` before that point has come is *held* by the core manager (PENDING, counted,
-not running) and released by :meth:`RequestTaskManager._fire` when the middleware sees the
+not running) and released by :meth:`RequestTaskManager.fire` when the middleware sees the
 point pass in the ``send`` stream. What was never released is settled by
-:meth:`RequestTaskManager._drop_deferred` when the handler ends (the core's ``_drop_held``, and
-one warning): ``always=True`` tasks run anyway, the others end CANCELLED.
+:meth:`RequestTaskManager.handler_ended` (the core's ``_drop_held``, and one warning):
+``always=True`` tasks run anyway, the others end CANCELLED.
+
+The middleware drives a request manager through five public methods, its *timing-point
+protocol*: :meth:`~RequestTaskManager.open_request`, :meth:`~RequestTaskManager.response_started`,
+:meth:`~RequestTaskManager.fire`, :meth:`~RequestTaskManager.error_sent` and
+:meth:`~RequestTaskManager.handler_ended`. They are public so that the ASGI layer uses the core
+as any other code may (pyright's ``reportPrivateUsage`` is on outside ``trio_bg/_core``); an app
+never calls them, ``TaskMiddleware`` does.
 
 A response that starts with a 5xx status counts as a failed handler: its points still come, but
 they release only ``always=True`` tasks (at their normal point); the others stay held and are
@@ -23,10 +30,6 @@ framework that exposes no route, the name is the method alone (``"GET"``).
 
 from __future__ import annotations
 
-# The request's timing points hold and release the core manager's tasks: this module and
-# _middleware.py are the one place outside trio_bg/_core that works the core's internals (the
-# held gate, handle timing), by design; everything else outside the core reads public views.
-# pyright: reportPrivateUsage=false
 import math
 import time
 from collections.abc import Callable
@@ -49,6 +52,12 @@ _AFTER_ROUTE = Timing.AFTER_ROUTE
 _AFTER_RESPONSE = Timing.AFTER_RESPONSE
 _BITS = {Timing.AFTER_ROUTE: 1, Timing.AFTER_RESPONSE: 2}
 _FAILED = 4  # in _fired: the response started with a 5xx status
+
+StartAt = Callable[
+    [Timing, str, str, Callable[..., Any], tuple[Any, ...], bool, "TaskOptions | None"],
+    "TaskHandle[Any]",
+]
+"""A request manager's start at a timing point, which its deferred starters call."""
 
 
 @final
@@ -88,8 +97,10 @@ class RequestTaskManager(TaskManager):
     # scope -> manager (REQUEST_TASKS_KEY) and manager -> scope make no cycle past the request.
     _request_scope: Scope | None
 
+    # -- the timing-point protocol (called by TaskMiddleware) ----------------------------------
+
     @classmethod
-    def _open(
+    def open_request(
         cls,
         *,
         scope: Scope,
@@ -99,9 +110,10 @@ class RequestTaskManager(TaskManager):
         instruments: InstrumentSet | None,
         namer: RequestNamer | None = None,
     ) -> RequestTaskManager:
-        """A request's manager: it waits for its tasks without limit (the server's
-        cancellation starts its shutdown) and keeps no ``recent`` of its own. It is named after
-        the request's method until its route is known (:meth:`_name_from_route`)."""
+        """A request's manager, not yet open (``TaskManagerContext(manager)`` opens it): it
+        waits for its tasks without limit (the server's cancellation starts its shutdown) and
+        keeps no ``recent`` of its own. It is named after the request's method until its route
+        is known. Called by ``TaskMiddleware`` once per http request."""
         method = scope.get("method")
         if type(method) is not str:
             method = "HTTP"
@@ -122,10 +134,9 @@ class RequestTaskManager(TaskManager):
         self._namer = namer
         return self
 
-    def _name_from_route(self, *, last: bool = False) -> None:
+    def _name_from_route(self) -> None:
         """Name the manager ``"<method> <route template>"`` if the framework has routed the
-        request (Starlette's ``scope["route"].path``); with ``last``, the handler has ended:
-        let go of the scope."""
+        request (Starlette's ``scope["route"].path``)."""
         scope = self._request_scope
         if scope is None:
             return
@@ -135,14 +146,12 @@ class RequestTaskManager(TaskManager):
         if type(path) is str and path:
             self._route = path
             self._name = f"{self._method} {path}"
-        if last:
-            self._request_scope = None
 
-    def _error_sent(self) -> None:
+    def error_sent(self) -> None:
         """The middleware sent a plain 500 for a handler that raised before its response."""
         self._status = 500
 
-    def _response_started(self, status: Any) -> None:
+    def response_started(self, status: Any) -> None:
         """The app sent ``http.response.start`` with ``status``: note it, name the manager and
         fire ``after_route``. A 5xx status marks the request failed first, so that from now on
         only ``always=True`` deferred tasks are released."""
@@ -150,7 +159,24 @@ class RequestTaskManager(TaskManager):
         if isinstance(status, int) and status >= 500:
             self._fired |= _FAILED
         self._name_from_route()
-        self._fire(_AFTER_ROUTE)
+        self.fire(_AFTER_ROUTE)
+
+    def handler_ended(self) -> None:
+        """The app's call returned or raised: name the manager a last time and let go of the
+        scope; settle the deferred tasks still held (``always=True`` ones run, the others end
+        CANCELLED, named in one warning)."""
+        scope = self._request_scope
+        if scope is not None:
+            # _name_from_route's body, inline: this runs once per request.
+            path = getattr(scope.get("route"), "path", None)
+            if not (type(path) is str and path) and self._namer is not None:
+                path = self._namer.name(scope)
+            if type(path) is str and path:
+                self._route = path
+                self._name = f"{self._method} {path}"
+            self._request_scope = None
+        if self._held:  # most requests hold nothing by now: one call fewer for them
+            self._drop_deferred()
 
     @property
     def request_info(self) -> RequestInfo:
@@ -169,12 +195,12 @@ class RequestTaskManager(TaskManager):
         """Start tasks when the handler sends ``http.response.start``."""
         # A fresh two-slot view each time: caching it on the manager would make a reference
         # cycle, and every request would leave its manager to the garbage collector.
-        return DeferredStarter._create(self, _AFTER_ROUTE)
+        return DeferredStarter(self, _AFTER_ROUTE, self._start_at)
 
     @property
     def after_response(self) -> DeferredStarter:
         """Start tasks once the final response body has been handed to the server."""
-        return DeferredStarter._create(self, _AFTER_RESPONSE)
+        return DeferredStarter(self, _AFTER_RESPONSE, self._start_at)
 
     def _start(
         self,
@@ -212,7 +238,7 @@ class RequestTaskManager(TaskManager):
             )
         return self._spawn(method, name, fn, args, shield, options, timing=timing, held=held)
 
-    def _fire(self, timing: Timing) -> None:
+    def fire(self, timing: Timing) -> None:
         """The point ``timing`` has come: release the tasks held for it (after a 5xx response
         start, only the ``always=True`` ones); later starts at that point run at once (likewise).
         """
@@ -221,7 +247,7 @@ class RequestTaskManager(TaskManager):
         if held:
             failed = fired & _FAILED != 0
             for handle in [
-                h for h in held.values() if h._timing is timing and (not failed or _always(h))
+                h for h in held.values() if h.timing is timing and (not failed or h.always)
             ]:
                 self._release(handle)
 
@@ -256,19 +282,14 @@ class DeferredStarter(TaskStarter):
     with ``always=True`` runs anyway: at its point if that comes, else when the handler ends.
     """
 
-    __slots__ = ("_manager", "_timing")
-    _manager: RequestTaskManager
-    _timing: Timing
+    __slots__ = ("_manager", "_start_at", "_timing")
 
-    def __init__(self) -> None:
-        raise TypeError("use request_tasks(scope).after_route / .after_response")
-
-    @classmethod
-    def _create(cls, manager: RequestTaskManager, timing: Timing) -> DeferredStarter:
-        self = object.__new__(cls)
+    def __init__(self, manager: RequestTaskManager, timing: Timing, start_at: StartAt) -> None:
+        """Made by the manager's ``after_route`` / ``after_response`` (``start_at`` is its
+        start at a timing point); an app uses those."""
         self._manager = manager
         self._timing = timing
-        return self
+        self._start_at = start_at
 
     @property
     def timing(self) -> Timing:
@@ -284,12 +305,7 @@ class DeferredStarter(TaskStarter):
         shield: bool,
         options: TaskOptions | None,
     ) -> TaskHandle[Any]:
-        return self._manager._start_at(self._timing, method, name, fn, args, shield, options)
+        return self._start_at(self._timing, method, name, fn, args, shield, options)
 
     def __repr__(self) -> str:
         return f"<DeferredStarter {self._timing.value} of {self._manager!r}>"
-
-
-def _always(handle: TaskHandle[Any]) -> bool:
-    options = handle._options
-    return options is not None and options.always
