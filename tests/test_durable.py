@@ -453,3 +453,18 @@ def test_the_worker_command_refuses_a_grace_that_is_not_finite(
         "python -m trio_bg worker: error: argument --grace: "
         "must be a finite number of seconds >= 0, got 'nan'"
     )
+
+
+async def test_an_enqueue_after_redis_lost_streaqs_functions_loads_them_again(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis restarted without persistence has lost streaq's Lua functions: the enqueue
+    loads them again and goes through (FUNCTION FLUSH stands in for the restart)."""
+    queue = jobs.make_queue(redis_server.url)
+    async with queue:
+        await queue.redis.flushall()
+        await queue.enqueue(jobs.add, 1, 2)
+        await queue.redis.function_flush()
+        await queue.enqueue(jobs.add, 2, 3)
+        await queue.enqueue_many([(jobs.add, (3, 4))])
+        assert await queue.redis.xlen(f"streaq:{jobs.QUEUE_NAME}:queues:normal") == 3

@@ -5,6 +5,8 @@
   through the core).
 - Inside the core, each field of a handle is written by one module, the lifecycle (after the
   handle's ``__init__``), and the close state of a manager by the close policy only.
+- A durable job's fields are written by its ``JobState`` only, and no file outside the core
+  switches pyright's ``reportPrivateUsage`` off for itself.
 - The instruments' imports of the task machinery are for annotations only (the contract in
   pyproject.toml ignores exactly those two).
 """
@@ -56,7 +58,6 @@ def _writes(path: Path) -> list[tuple[int, str, str, str]]:
 
 OTHER_LIBRARIES = {
     ("testing/_fixtures.py", "_force_trio_fixture"): "pytest-trio's own mark for a trio fixture",
-    ("durable/_redis.py", "_lib"): "streaq's Lua library, reloaded after Redis lost its scripts",
 }
 """Private attributes of other libraries' protocols that trio_bg sets as they document."""
 
@@ -103,6 +104,47 @@ def test_no_module_outside_the_core_reads_a_private_attribute_by_name() -> None:
         for line, owner, name in _private_lookups(path)
     ]
     assert offending == []
+
+
+def test_no_module_outside_the_core_switches_off_the_private_usage_check() -> None:
+    """pyright's ``reportPrivateUsage`` is on outside ``trio_bg/_core`` (pyproject.toml): no
+    file there turns it off for itself."""
+    offending = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if CORE not in path.parents
+        and any(
+            line.lstrip().startswith("#") and "reportPrivateUsage" in line
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offending == []
+
+
+JOB_FIELDS = [
+    "_attempts",
+    "_cancel_requested",
+    "_enqueue_ms",
+    "_error",
+    "_finished_at",
+    "_outcome",
+    "_progress",
+    "_published",
+    "_publisher",
+    "_started_at",
+    "_state",
+]
+
+
+@pytest.mark.parametrize("field", JOB_FIELDS)
+def test_each_field_of_a_durable_job_is_written_by_its_job_state_only(field: str) -> None:
+    writers = {
+        path.name
+        for path in sorted((PACKAGE / "durable").glob("*.py"))
+        for _line, _owner, attr, _function in _writes(path)
+        if attr == field
+    }
+    assert writers <= {"_job_state.py"}, writers
 
 
 HANDLE_FIELDS = [

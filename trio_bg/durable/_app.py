@@ -6,10 +6,6 @@ until an app passes queues.
 
 from __future__ import annotations
 
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves; their layering is the journal's to settle. Outside the core, only here and in the
-# ASGI timing points is private state read.
-# pyright: reportPrivateUsage=false
 import logging
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -54,11 +50,8 @@ async def open_queues(stack: AsyncExitStack, queues: Iterable[DurableQueue]) -> 
             continue
         try:
             await stack.enter_async_context(queue)
-        except QueueUnavailable as exc:
+        except QueueUnavailable as exc:  # the queue remembers it: its enqueues raise it
             logger.error("%s; the app goes on without it", exc)
-            queue._note_unavailable(exc)
-        else:
-            queue._note_unavailable(None)
 
 
 def start_workers(
@@ -73,5 +66,16 @@ def start_workers(
     for queue in queues:
         if queue.is_open:
             manager.start_soon_named(
-                f"durable worker {queue.name}", queue._run_worker, concurrency, grace, stop
+                f"durable worker {queue.name}", _run_jobs, queue, concurrency, grace, stop
             )
+
+
+_LONGEST_GRACE = 365 * 86400.0
+"""The grace a worker gets for the app's ``grace_period=math.inf`` (a worker's grace is finite:
+streaq takes whole seconds)."""
+
+
+async def _run_jobs(queue: DurableQueue, concurrency: int, grace: float, stop: trio.Event) -> None:
+    """Run ``queue``'s jobs until ``stop`` is set, then stop gracefully."""
+    async with queue.open_worker(concurrency=concurrency, grace=min(grace, _LONGEST_GRACE)):
+        await stop.wait()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ._dead import DeadLetter
     from ._handle import DurableHandle
+    from ._job_state import JobState
     from ._jobs import JobSpec
     from ._periodic import PeriodicSpec, ScheduleState, Taken
     from ._statistics import QueueStatistics
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One job to enqueue: its PENDING handle, what runs, and when."""
+    """One job to enqueue: its PENDING state, what runs, and when."""
 
-    handle: DurableHandle[Any]
+    job: JobState
     spec: JobSpec
     args: tuple[Any, ...]
     encoded_args: str
@@ -56,10 +57,10 @@ class Backend(Protocol):
         or None if its key named a job still active (the handle then follows that one)."""
         ...
 
-    def watch(self, handle: DurableHandle[Any]) -> None: ...
-    def unwatch(self, handle: DurableHandle[Any]) -> None: ...
-    def follow(self, handle: DurableHandle[Any]) -> None: ...
-    def abort(self, handle: DurableHandle[Any]) -> None: ...
+    def watch(self, job: JobState, /) -> None: ...
+    def unwatch(self, job: JobState, /) -> None: ...
+    def follow(self, job: JobState, /) -> None: ...
+    def abort(self, job: JobState, /) -> None: ...
 
     async def statistics(self) -> QueueStatistics: ...
 

@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves; their layering is the journal's to settle. Outside the core, only here and in the
-# ASGI timing points is private state read.
-# pyright: reportPrivateUsage=false
 import logging
 import os
 import time
@@ -41,6 +36,7 @@ from . import _journal_sql as sql
 from ._dead import MAX_RAW, DeadLetter
 from ._exceptions import QueueUnavailable
 from ._handle import CANCELLED_TYPE, DurableHandle, JobOwner
+from ._job_state import JobState
 from ._journal_file import JournalError, JournalFile, describe
 from ._journal_sql import JobRow, NewJob
 from ._periodic import ScheduleState, Taken, plan, run_periodic, schedule_state
@@ -97,9 +93,7 @@ class JournalBackend:
         self._file: JournalFile | None = None
         self._stack: AsyncExitStack | None = None
         self._offset = 0.0
-        self._handles: weakref.WeakValueDictionary[str, DurableHandle[Any]] = (
-            weakref.WeakValueDictionary()
-        )
+        self._handles: weakref.WeakValueDictionary[str, JobState] = weakref.WeakValueDictionary()
         self._awaited: dict[str, int] = {}
         self._changed = trio.Event()
         self._check: set[str] = set()
@@ -184,7 +178,7 @@ class JournalBackend:
         self._handles.clear()
         self._awaited.clear()
         for handle in handles:
-            handle._closed()
+            handle.closed()
         if stack is not None:
             await stack.aclose()
         self._file = None
@@ -204,7 +198,7 @@ class JournalBackend:
             if taker is not None and not job.key and not job.delay and taker.reserve():
                 owner = taker.owner
             row = NewJob(
-                id=job.handle.id,
+                id=job.job.id,
                 function=job.spec.name,
                 args=job.encoded_args,
                 run_at=now + job.delay if job.delay else now,
@@ -235,9 +229,9 @@ class JournalBackend:
 
     # -- results ------------------------------------------------------------------------------
 
-    def watch(self, handle: DurableHandle[Any]) -> None:
+    def watch(self, handle: JobState) -> None:
         if self._file is None:
-            handle._closed()
+            handle.closed()
             return
         self._handles[handle.id] = handle
         self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
@@ -245,20 +239,20 @@ class JournalBackend:
             self._check.add(handle.id)
             self._changed.set()
 
-    def unwatch(self, handle: DurableHandle[Any]) -> None:
+    def unwatch(self, handle: JobState) -> None:
         waiters = self._awaited.get(handle.id, 0) - 1
         if waiters > 0:
             self._awaited[handle.id] = waiters
         else:
             self._awaited.pop(handle.id, None)
 
-    def follow(self, handle: DurableHandle[Any]) -> None:
+    def follow(self, handle: JobState) -> None:
         if self._file is not None:
             self._handles[handle.id] = handle
 
-    def abort(self, handle: DurableHandle[Any]) -> None:
+    def abort(self, handle: JobState) -> None:
         if self._nursery is None:
-            handle._closed()
+            handle.closed()
             return
         self._handles[handle.id] = handle
         run = self.local_runs.get(handle.id)
@@ -267,14 +261,14 @@ class JournalBackend:
             return
         self._nursery.start_soon(self._send_abort, handle)
 
-    async def _send_abort(self, handle: DurableHandle[Any]) -> None:
+    async def _send_abort(self, handle: JobState) -> None:
         try:
             outcome = await self.file.call(sql.cancel, self.name, handle.id, self.now())
         except (JournalError, RuntimeError):
             logger.exception("durable queue %r: cannot cancel job %s", self.name, handle.id)
             return
         if outcome == "cancelled":
-            handle._finish(TaskState.CANCELLED, None)
+            handle.finish(TaskState.CANCELLED, None)
         self._changed.set()
 
     def finished(self, row: JobRow) -> None:
@@ -335,22 +329,22 @@ class JournalBackend:
             for job_id in ids:
                 if job_id not in found:
                     handle = self._handles.pop(job_id, None)
-                    if handle is not None and handle._published:
-                        handle._seen_missing()
+                    if handle is not None and handle.published:
+                        handle.seen_missing()
 
     def progressed(self, job_id: str, progress: Progress) -> None:
         """A worker of this process heard job ``job_id`` report ``progress``."""
         handle = self._handles.get(job_id)
         if handle is not None:
-            handle._seen_running()  # it reports: it runs
-            handle._seen_progress(progress)
+            handle.seen_running()  # it reports: it runs
+            handle.seen_progress(progress)
 
-    def _apply(self, handle: DurableHandle[Any], row: JobRow) -> None:
+    def _apply(self, handle: JobState, row: JobRow) -> None:
         progress = decode_progress(row.progress)
         if progress is not None:
-            handle._seen_progress(progress)
+            handle.seen_progress(progress)
         if row.state == "running":
-            handle._seen_running()
+            handle.seen_running()
             return
         if row.state == "queued":
             return
@@ -367,8 +361,8 @@ class JournalBackend:
             record["r"] = {ERROR_KEY: {"type": CANCELLED_TYPE, "message": "cancelled"}}
         else:
             record["r"] = {ERROR_KEY: loads(row.error) if row.error else {}}
-        if handle._accepts(record):
-            handle._seen_result(record)
+        if handle.accepts(record):
+            handle.seen_result(record)
             self._handles.pop(row.id, None)
 
     # -- find, statistics, pruning ------------------------------------------------------------
@@ -381,14 +375,14 @@ class JournalBackend:
         if not rows:
             return None
         row = rows[0]
-        handle: DurableHandle[Any] = DurableHandle(
-            self._owner, job_id=row.id, name=row.function, enqueue_ms=_ms(row.created_at)
+        job = JobState(
+            job_id=row.id, name=row.function, enqueue_ms=_ms(row.created_at), tracker=self
         )
-        handle._published_now()
-        self._apply(handle, row)
-        if not handle.done:
-            self._handles[handle.id] = handle
-        return handle
+        job.published_now()
+        self._apply(job, row)
+        if not job.done:
+            self._handles[job.id] = job
+        return DurableHandle(self._owner, job)
 
     async def running_ids(self, limit: int) -> list[str]:
         try:

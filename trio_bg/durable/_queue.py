@@ -3,9 +3,6 @@ workers in this process or others."""
 
 from __future__ import annotations
 
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves, as the core's modules do: a handle's updates come from its queue's backends.
-# pyright: reportPrivateUsage=false
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -38,6 +35,7 @@ from ._dead import DeadLetter
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle
 from ._ids import key_id, random_id
+from ._job_state import JobState
 from ._jobs import JobSpec
 from ._journal import JournalBackend, journal_path
 from ._periodic import CatchUp, Overlap, PeriodicSpec, ScheduleState
@@ -303,12 +301,19 @@ class DurableQueue:
         ``enqueue_timeout``; a journal file that cannot be created, is read-only, corrupted,
         locked by another program past ``enqueue_timeout``, or on a full disk). A missing
         parent directory of a journal is created. Leaving the block stops following results
-        (waiters raise QueueUnavailable) and disconnects; stored jobs are not touched.
+        (waiters raise QueueUnavailable) and disconnects; stored jobs are not touched. A queue
+        that could not be opened remembers why: its enqueues raise that QueueUnavailable (not
+        "not open") until it opens, which is what an app started without its Redis shows.
         """
         require_trio()
         if self._open_stack:
             raise RuntimeError(f"durable queue {self.name!r} is already open")
-        await self._backend.open()
+        try:
+            await self._backend.open()
+        except QueueUnavailable as exc:
+            self._unavailable = exc  # until it opens, its enqueues say why it could not
+            raise
+        self._unavailable = None
         self._open_stack.append(True)
         return self
 
@@ -341,21 +346,6 @@ class DurableQueue:
             )
         return self._backend
 
-    # -- what handles ask of their queue (JobOwner) ---------------------------------------------
-
-    def _note_unavailable(self, exc: QueueUnavailable | None) -> None:
-        """Why the app's start could not open the queue (its enqueues raise that), or None."""
-        self._unavailable = exc
-
-    def _watch(self, handle: DurableHandle[Any]) -> None:
-        self._backend.watch(handle)
-
-    def _unwatch(self, handle: DurableHandle[Any]) -> None:
-        self._backend.unwatch(handle)
-
-    def _abort(self, handle: DurableHandle[Any]) -> None:
-        self._backend.abort(handle)
-
     # -- enqueue --------------------------------------------------------------------------------
 
     async def enqueue(
@@ -380,8 +370,8 @@ class DurableQueue:
         nothing is enqueued. The write is atomic (one Redis function call; one transaction) and
         shielded from cancellation, so a cancelled caller never leaves a job half-enqueued.
         """
-        spec, handle, encoded = self._prepare("enqueue", fn, args, delay, key)
-        await self._publish([Publication(handle, spec, args, encoded, delay, key)])
+        spec, handle, job, encoded = self._prepare("enqueue", fn, args, delay, key)
+        await self._publish([Publication(job, spec, args, encoded, delay, key)])
         return handle
 
     async def enqueue_many(
@@ -394,6 +384,7 @@ class DurableQueue:
         none. Same errors and cancellation as :meth:`enqueue`.
         """
         publications: list[Publication] = []
+        handles: list[DurableHandle[Any]] = []
         for entry in jobs:
             if not isinstance(cast(object, entry), tuple) or len(entry) != 2:
                 raise TypeError(
@@ -406,11 +397,12 @@ class DurableQueue:
                     f"enqueue_many() takes (fn, args) pairs with args a tuple, got "
                     f"{type(cast(object, args)).__name__}"
                 )
-            spec, handle, encoded = self._prepare("enqueue_many", fn, args, None, None)
-            publications.append(Publication(handle, spec, args, encoded, None, None))
+            spec, handle, job, encoded = self._prepare("enqueue_many", fn, args, None, None)
+            publications.append(Publication(job, spec, args, encoded, None, None))
+            handles.append(handle)
         if publications:
             await self._publish(publications)
-        return [p.handle for p in publications]
+        return handles
 
     def enqueue_soon(
         self,
@@ -437,12 +429,12 @@ class DurableQueue:
                 "enqueue_soon() takes a trio_bg starter first (a manager, a group, or a timing "
                 f"point such as request_tasks(scope).after_response), got {type(starter).__name__}"
             )
-        spec, handle, encoded = self._prepare("enqueue_soon", fn, args, delay, key)
-        handle._publishing(
+        spec, handle, job, encoded = self._prepare("enqueue_soon", fn, args, delay, key)
+        job.publishing(
             starter.start_soon_named(
                 f"enqueue {spec.name}",
                 self._publish_later,
-                Publication(handle, spec, args, encoded, delay, key),
+                Publication(job, spec, args, encoded, delay, key),
             )
         )
         return handle
@@ -454,7 +446,7 @@ class DurableQueue:
         args: tuple[Any, ...],
         delay: float | None,
         key: str | None,
-    ) -> tuple[JobSpec, DurableHandle[Any], str]:
+    ) -> tuple[JobSpec, DurableHandle[Any], JobState, str]:
         """Check everything, make the PENDING handle and the arguments' JSON; nothing touches
         the store."""
         if not callable(fn) or inspect.iscoroutine(fn):
@@ -472,27 +464,25 @@ class DurableQueue:
         encoded = encode_arguments(spec.name, args)
         self._open_backend(method)
         job_id = random_id() if key is None else key_id(self.name, spec.name, key)
-        handle: DurableHandle[Any] = DurableHandle(
-            self, job_id=job_id, name=spec.name, enqueue_ms=None
-        )
-        return spec, handle, encoded
+        job = JobState(job_id=job_id, name=spec.name, enqueue_ms=None, tracker=self._backend)
+        return spec, DurableHandle(self, job), job, encoded
 
     async def _publish_later(self, publication: Publication) -> None:
-        if publication.handle.done:  # cancelled before its timing point
+        if publication.job.done:  # cancelled before its timing point
             return
         try:
             await self._publish([publication])
         except Exception as exc:
-            publication.handle._finish(TaskState.FAILED, exc)
+            publication.job.finish(TaskState.FAILED, exc)
             raise
 
     async def _publish(self, publications: list[Publication]) -> None:
         backend = self._open_backend("enqueue")
         stamps = await backend.publish(publications)
         for publication, stamp in zip(publications, stamps, strict=True):
-            handle = publication.handle
-            handle._published_at(stamp)
-            backend.follow(handle)
+            job = publication.job
+            job.published_at(stamp)
+            backend.follow(job)
 
     # -- find, workers, statistics ----------------------------------------------------------------
 

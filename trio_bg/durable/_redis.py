@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves; their layering is the journal's to settle. Outside the core, only here and in the
-# ASGI timing points is private state read.
-# pyright: reportPrivateUsage=false
 import functools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -25,6 +21,8 @@ from ._dead import DeadLetter, dead_key, kept_data
 from ._dead import parse as parse_dead
 from ._exceptions import QueueUnavailable
 from ._handle import DurableHandle, JobOwner
+from ._job_state import JobState
+from ._keys import results_set, retry_key, running_set
 from ._periodic import (
     ScheduleState,
     Taken,
@@ -120,7 +118,7 @@ class RedisBackend:
         tasks: list[tuple[Task[..., Any], Any]] = []
         for job in jobs:
             placeholder = self._placeholder(worker, job.spec.name)
-            task: Task[..., Any] = Task(job.args, {}, placeholder, worker, job.handle.id)
+            task: Task[..., Any] = Task(job.args, {}, placeholder, worker, job.job.id)
             if job.delay:
                 task.start(delay=timedelta(seconds=job.delay))
             tasks.append((task, await task.serialize(enqueue_ms)))
@@ -176,17 +174,17 @@ class RedisBackend:
 
     # -- results ------------------------------------------------------------------------------
 
-    def watch(self, handle: DurableHandle[Any]) -> None:
-        self.results.watch(handle)
+    def watch(self, job: JobState) -> None:
+        self.results.watch(job)
 
-    def unwatch(self, handle: DurableHandle[Any]) -> None:
-        self.results.unwatch(handle)
+    def unwatch(self, job: JobState) -> None:
+        self.results.unwatch(job)
 
-    def follow(self, handle: DurableHandle[Any]) -> None:
-        self.results.follow(handle)
+    def follow(self, job: JobState) -> None:
+        self.results.follow(job)
 
-    def abort(self, handle: DurableHandle[Any]) -> None:
-        self.results.abort(handle)
+    def abort(self, job: JobState) -> None:
+        self.results.abort(job)
 
     async def dead_letters(self) -> list[DeadLetter]:
         worker = self.open_worker()
@@ -225,8 +223,8 @@ class RedisBackend:
                     if data is not None:
                         pipe.set(worker.task_key + job, data)
                     # streaq's stored failure and tries go: the job starts over.
-                    pipe.delete([worker.results_key + job, worker._retry_key + job])
-                    pipe.zrem(worker._results_set, [job])
+                    pipe.delete([worker.results_key + job, retry_key(worker) + job])
+                    pipe.zrem(results_set(worker), [job])
                     pipe.xadd(
                         worker.stream_key + worker.priorities[-1],
                         {"task_id": job, "enqueue_time": str(now_ms())},
@@ -242,7 +240,7 @@ class RedisBackend:
         worker = self.open_worker()
         try:
             with trio.fail_after(self._enqueue_timeout):
-                members = await worker.redis.smembers(worker._running_set)
+                members = await worker.redis.smembers(running_set(worker))
         except BaseException as exc:
             self.unavailable(exc, "read the running jobs")
         return sorted(str(m) for m in members)[:limit]
@@ -300,17 +298,15 @@ class RedisBackend:
                 name = data_record.get("f") or data_record.get("fn")
         if raw_data is None and record is None:
             return None
-        handle: DurableHandle[Any] = DurableHandle(
-            self._owner, job_id=job_id, name=str(name or "?"), enqueue_ms=None
-        )
-        handle._published_now()
+        job = JobState(job_id=job_id, name=str(name or "?"), enqueue_ms=None, tracker=self)
+        job.published_now()
         if progress is not None:
-            handle._seen_progress(progress)
+            job.seen_progress(progress)
         if record is not None and raw_data is None:
-            handle._seen_result(record)
+            job.seen_result(record)
         else:
-            self.results.follow(handle)
-        return handle
+            self.results.follow(job)
+        return DurableHandle(self._owner, job)
 
     async def statistics(self) -> QueueStatistics:
         worker = self.open_worker()
@@ -361,6 +357,8 @@ class RedisBackend:
         if register or stop is not None:
             for spec in self._jobs.values():
                 spec.register(worker, result_ttl=self._result_ttl)
+            if isinstance(worker, CountingWorker):
+                worker.jobs = self._jobs
         return worker
 
     async def run_worker(
@@ -372,7 +370,7 @@ class RedisBackend:
         task_status: trio.TaskStatus[None],
     ) -> None:
         worker = self.streaq_worker(concurrency=concurrency, grace=grace, register=True, stop=stop)
-        await run_streaq_worker(worker, queue=self.name, jobs=self._jobs, task_status=task_status)
+        await run_streaq_worker(worker, queue=self.name, task_status=task_status)
 
 
 class _InProcessWorker(CountingWorker):
@@ -413,11 +411,12 @@ async def run_streaq_worker(
     worker: Worker[Any],
     *,
     queue: str,
-    jobs: Mapping[str, JobSpec],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``worker.run_async()``, with a scheduler beside it for each periodic job and the
-    outcome counts' flusher (they stop when the worker does)."""
+    """``worker.run_async()``, with a scheduler beside it for each periodic job it runs (a
+    counting worker's ``jobs``) and the outcome counts' flusher (they stop when the worker
+    does)."""
+    jobs: Mapping[str, JobSpec] = worker.jobs if isinstance(worker, CountingWorker) else {}
     periodic = [spec for spec in jobs.values() if spec.periodic is not None]
 
     async def run(task_status: trio.TaskStatus[None]) -> None:
@@ -500,4 +499,6 @@ async def _reload_functions(worker: Worker[Any]) -> None:
     from anyio import Path
 
     text = await (Path(streaq.__file__).parent / "lua/streaq.lua").read_text()
-    worker._lib = await Streaq(worker.redis, code=text, replace=True)
+    # Loading the library again is enough: the worker's handle on it calls its functions by
+    # name (FCALL), and they are back.
+    await Streaq(worker.redis, code=text, replace=True)

@@ -25,9 +25,6 @@ a delayed job is also taken off the delayed queue and its data deleted).
 
 from __future__ import annotations
 
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves, as the core's modules do: a handle's updates come from its queue's backends.
-# pyright: reportPrivateUsage=false
 import logging
 import math
 import weakref
@@ -38,13 +35,14 @@ import trio
 
 from .._core._state import TaskState
 from ._connection import is_connection_failure
+from ._keys import abort_key, channel_prefix, running_set
 from ._progress import decode_progress, progress_key
 from ._serialization import loads
 
 if TYPE_CHECKING:
     from streaq import Worker
 
-    from ._handle import DurableHandle
+    from ._job_state import JobState
 
 logger = logging.getLogger("trio_bg.durable")
 
@@ -65,12 +63,10 @@ class ResultPoller:
     def __init__(self, *, queue_name: str, poll_interval: float) -> None:
         self._queue_name = queue_name
         self._poll_interval = poll_interval
-        self._handles: weakref.WeakValueDictionary[str, DurableHandle[Any]] = (
-            weakref.WeakValueDictionary()
-        )
+        self._handles: weakref.WeakValueDictionary[str, JobState] = weakref.WeakValueDictionary()
         self._awaited: dict[str, int] = {}
         """Job id -> how many tasks are in ``wait()`` on it now."""
-        self._aborts: list[DurableHandle[Any]] = []
+        self._aborts: list[JobState] = []
         self._early: OrderedDict[str, object] = OrderedDict()
         """Results published for jobs not followed (yet): the newest :data:`_EARLY`."""
         self._wake = trio.Event()
@@ -93,19 +89,19 @@ class ResultPoller:
         """How many of them somebody is waiting on."""
         return len(self._awaited)
 
-    def watch(self, handle: DurableHandle[Any]) -> None:
+    def watch(self, handle: JobState) -> None:
         """A task starts waiting on ``handle``: ask about it every round, and poll at once.
 
         Pair every call with :meth:`unwatch` when the wait ends (however it ends).
         """
         if self._closed:
-            handle._closed()
+            handle.closed()
             return
         self._handles[handle.id] = handle
         self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
         self._wake.set()
 
-    def unwatch(self, handle: DurableHandle[Any]) -> None:
+    def unwatch(self, handle: JobState) -> None:
         """A wait on ``handle`` ended: once nobody waits, it is only swept."""
         waiters = self._awaited.get(handle.id, 0) - 1
         if waiters > 0:
@@ -113,7 +109,7 @@ class ResultPoller:
         else:
             self._awaited.pop(handle.id, None)
 
-    def follow(self, handle: DurableHandle[Any]) -> None:
+    def follow(self, handle: JobState) -> None:
         """Follow ``handle`` from the next round on (an enqueue: no round at once)."""
         early = self._early.pop(handle.id, None)
         if not self._closed:
@@ -123,10 +119,10 @@ class ResultPoller:
             if early is not None:  # its result was published before the enqueue returned
                 self._apply(handle, early)
 
-    def abort(self, handle: DurableHandle[Any]) -> None:
+    def abort(self, handle: JobState) -> None:
         """Send an abort for ``handle``'s job in a round at once."""
         if self._closed:
-            handle._closed()
+            handle.closed()
             return
         self._aborts.append(handle)
         self._handles[handle.id] = handle
@@ -139,7 +135,7 @@ class ResultPoller:
         self._handles.clear()
         self._awaited.clear()
         for handle in handles:
-            handle._closed()
+            handle.closed()
 
     async def run(self, worker: Worker[Any]) -> None:
         """Poll until cancelled (the queue's close). A Redis error is logged (once per outage)
@@ -192,7 +188,7 @@ class ResultPoller:
         The polling rounds stay, as the fallback (a message lost with a connection, a result
         stored while the subscription was down). A lost connection is retried after
         ``poll_interval`` (at least 0.5 s); cancellation ends the listener."""
-        prefix: str = worker._channel_key
+        prefix: str = channel_prefix(worker)
         while True:
             try:
                 async with worker.redis.pubsub(
@@ -223,10 +219,10 @@ class ResultPoller:
             if len(self._early) > _EARLY:
                 self._early.popitem(last=False)
             return
-        if not handle._state.done:
+        if not handle.done:
             self._apply(handle, data)
 
-    def _apply(self, handle: DurableHandle[Any], data: object) -> None:
+    def _apply(self, handle: JobState, data: object) -> None:
         """A published result for ``handle``: ``data`` as streaq stored it (JSON)."""
         try:
             decoded: object = loads(cast("str | bytes", data))
@@ -234,8 +230,8 @@ class ResultPoller:
             return
         if isinstance(decoded, dict):
             record = cast("dict[str, Any]", decoded)
-            if handle._accepts(record):
-                handle._seen_result(record)
+            if handle.accepts(record):
+                handle.seen_result(record)
                 self._handles.pop(handle.id, None)
 
     async def _round(self, worker: Worker[Any], *, whole: bool = False) -> None:
@@ -245,10 +241,10 @@ class ResultPoller:
             del self._aborts[: len(aborts)]
         self._rounds += 1
         check_missing = self._rounds % SWEEP_ROUNDS == 0
-        awaited: list[DurableHandle[Any]] = []
-        others: list[DurableHandle[Any]] = []
+        awaited: list[JobState] = []
+        others: list[JobState] = []
         for handle in self._handles.values():
-            if not handle._state.done:
+            if not handle.done:
                 (awaited if handle.id in self._awaited else others).append(handle)
         if whole:  # nobody waits: every followed handle, once (see run)
             self._sweeps += 1
@@ -260,7 +256,7 @@ class ResultPoller:
         for start in range(0, len(swept), _CHUNK):
             await self._poll(worker, swept[start : start + _CHUNK], check_swept)
 
-    def _sweep(self, others: list[DurableHandle[Any]]) -> tuple[list[DurableHandle[Any]], bool]:
+    def _sweep(self, others: list[JobState]) -> tuple[list[JobState], bool]:
         """The next slice of the handles nobody awaits (each comes up about every
         SWEEP_ROUNDS rounds), and whether to check that their jobs exist (every SWEEP_ROUNDS
         passes over them all)."""
@@ -277,7 +273,7 @@ class ResultPoller:
         return others[start : start + size], self._sweeps % SWEEP_ROUNDS == 0
 
     async def _poll(
-        self, worker: Worker[Any], handles: list[DurableHandle[Any]], check_missing: bool
+        self, worker: Worker[Any], handles: list[JobState], check_missing: bool
     ) -> None:
         ids = [h.id for h in handles]
         # One transaction: a job that finishes between the MGET and the EXISTS of a pipeline
@@ -285,7 +281,7 @@ class ResultPoller:
         async with worker.redis.pipeline(transaction=True) as pipe:
             results = pipe.mget([worker.results_key + i for i in ids])
             reported = pipe.mget([progress_key(worker, i) for i in ids])
-            running = pipe.smismember(worker._running_set, ids)
+            running = pipe.smismember(running_set(worker), ids)
             exists = [pipe.exists([worker.task_key + i]) for i in ids] if check_missing else []
         raw_results = await results
         raw_progress = await reported
@@ -294,27 +290,27 @@ class ResultPoller:
         for index, (handle, raw) in enumerate(zip(handles, raw_results, strict=True)):
             progress = decode_progress(raw_progress[index])
             if progress is not None:
-                handle._seen_progress(progress)
+                handle.seen_progress(progress)
             if raw is not None:
                 decoded: object = await worker.deserialize(raw)
                 record = cast("dict[str, Any]", decoded) if isinstance(decoded, dict) else None
-                if record is not None and handle._accepts(record):
-                    handle._seen_result(record)
+                if record is not None and handle.accepts(record):
+                    handle.seen_result(record)
                     self._handles.pop(handle.id, None)
                     continue
             if is_running[index]:
-                handle._seen_running()
+                handle.seen_running()
             elif present and not present[index] and raw is None:
-                handle._seen_missing()
+                handle.seen_missing()
                 self._handles.pop(handle.id, None)
 
 
-async def _send_aborts(worker: Worker[Any], handles: list[DurableHandle[Any]]) -> None:
+async def _send_aborts(worker: Worker[Any], handles: list[JobState]) -> None:
     """Abort the jobs: SADD to the abort set (a worker cancels a running job within about
     0.5 s, or drops a queued one when it reaches it); a delayed job is removed at once."""
     ids = [h.id for h in handles]
     async with worker.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(worker._abort_key, ids)
+        pipe.sadd(abort_key(worker), ids)
         removed = [[pipe.zrem(worker.queue_key + p, [i]) for p in worker.priorities] for i in ids]
     gone: list[str] = []
     for job_id, per_priority in zip(ids, removed, strict=True):
@@ -323,7 +319,7 @@ async def _send_aborts(worker: Worker[Any], handles: list[DurableHandle[Any]]) -
     if gone:
         async with worker.redis.pipeline(transaction=True) as pipe:
             pipe.delete([worker.task_key + i for i in gone])
-            pipe.srem(worker._abort_key, gone)
+            pipe.srem(abort_key(worker), gone)
         for handle in handles:
             if handle.id in gone:
-                handle._finish(TaskState.CANCELLED, None)
+                handle.finish(TaskState.CANCELLED, None)

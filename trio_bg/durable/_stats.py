@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from anyio import CancelScope
     from streaq.types import Entries, StreamMessage
 
+    from ._jobs import JobSpec
+
 
 class _SaidOnce(logging.Filter):
     """Drops streaq's own lines that trio_bg's say better, so each event is one line: its ERROR
@@ -132,6 +134,9 @@ class CountingWorker(Worker[Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.jobs: Mapping[str, JobSpec] = {}
+        """The trio_bg jobs registered with this worker (set by the queue that made it): its
+        periodic ones get a scheduler beside it."""
         self._started: dict[str, tuple[str, int]] = {}
         """Per stream entry of a job running here: its id and when it started (unix ms)."""
 

@@ -13,10 +13,6 @@ backing off) ``run_worker``'s own receiver takes them and returns at once.
 
 from __future__ import annotations
 
-# The durable package's internals (queue, handle, journal, workers) share private state among
-# themselves; their layering is the journal's to settle. Outside the core, only here and in the
-# ASGI timing points is private state read.
-# pyright: reportPrivateUsage=false
 import logging
 import os
 import signal
@@ -82,7 +78,7 @@ async def run_worker(
             )
             started = time.monotonic()
             try:
-                await run_streaq_worker(worker, queue=queue.name, jobs=queue._jobs)
+                await run_streaq_worker(worker, queue=queue.name)
             except (Exception, BaseExceptionGroup) as exc:
                 if not is_connection_failure(exc):
                     raise
@@ -124,11 +120,8 @@ async def _run_journal_worker(
     """A journal's worker: open the file, run jobs until SIGTERM or SIGINT, then stop
     gracefully. A file that cannot be opened raises QueueUnavailable (the command exits 1)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        stop = trio.Event()
-        async with queue, trio.open_nursery() as nursery:
-            await nursery.start(queue._run_worker, concurrency, grace, stop)
+        async with queue, queue.open_worker(concurrency=concurrency, grace=grace):
             task_status.started()
             async for signum in signals:
                 logger.info("worker: %s; stopping", signal.Signals(signum).name)
-                stop.set()
                 break
