@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,7 @@ async def one_at_a_time(url: str, samples: int) -> tuple[float, float]:
     finally:
         process.kill()
         process.wait()
-    times.sort()
-    return statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
+    return p50_p99(times)
 
 
 async def raw_one_at_a_time(url: str, samples: int) -> tuple[float, float]:
@@ -200,40 +199,64 @@ async def raw_one_at_a_time(url: str, samples: int) -> tuple[float, float]:
     result taken from one pattern subscription on streaq's result channels, opened once (streaq's
     own ``Task.result()`` subscribes per call, about 100 ms each)."""
     process = spawn("raw", url)
-    waiting: dict[str, trio.Event] = {}
-    times: list[float] = []
     try:
         raw = raw_worker(url)
-        async with raw, trio.open_nursery() as nursery:
-            prefix = f"{raw.prefix}:channels:"
+        async with raw:
 
-            async def listen() -> None:
-                async with raw.redis.pubsub(patterns=[prefix + "*"]) as pubsub:
-                    async for message in pubsub:
-                        channel = message.get("channel")
-                        if isinstance(channel, bytes):
-                            channel = channel.decode()
-                        event = waiting.pop(str(channel).removeprefix(prefix), None)
-                        if event is not None:
-                            event.set()
-
-            nursery.start_soon(listen)
-            await trio.sleep(0.2)  # the subscription is in place
-            for i in range(samples + 10):
+            def enqueue(i: int) -> tuple[str, Awaitable[object]]:
                 task = raw.add.enqueue(i, 1)
-                done = waiting[task.id] = trio.Event()
-                began = time.perf_counter()
-                await task
-                with trio.fail_after(30):
-                    await done.wait()
-                if i >= 10:  # the worker's start-up and first reads
-                    times.append((time.perf_counter() - began) * 1000)
-            nursery.cancel_scope.cancel()
+                return task.id, task
+
+            channels = f"{raw.prefix}:channels:"
+            return await pushed_round_trips(raw.redis, channels, samples, enqueue)
     finally:
         process.kill()
         process.wait()
-    times.sort()
-    return statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
+
+
+async def pushed_round_trips(
+    client: Any,
+    channels: str,
+    samples: int,
+    enqueue: Callable[[int], tuple[str, Awaitable[object]]],
+) -> tuple[float, float]:
+    """p50 and p99 (ms) of one job at a time: ``enqueue(i)`` gives the job's id and the
+    awaitable that enqueues it; its result is the message on channel ``channels + id``, taken
+    from one pattern subscription opened first. The first 10 (the worker's start-up and first
+    reads) are not counted."""
+    waiting: dict[str, trio.Event] = {}
+
+    async def listen() -> None:
+        async with client.pubsub(patterns=[channels + "*"]) as pubsub:
+            async for message in pubsub:
+                channel = message.get("channel")
+                if isinstance(channel, bytes):
+                    channel = channel.decode()
+                event = waiting.pop(str(channel).removeprefix(channels), None)
+                if event is not None:
+                    event.set()
+
+    times: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listen)
+        await trio.sleep(0.2)  # the subscription is in place
+        for i in range(samples + 10):
+            job_id, enqueued = enqueue(i)
+            done = waiting[job_id] = trio.Event()  # before the enqueue: a result may be quick
+            began = time.perf_counter()
+            await enqueued
+            with trio.fail_after(30):
+                await done.wait()
+            if i >= 10:
+                times.append((time.perf_counter() - began) * 1000)
+        nursery.cancel_scope.cancel()
+    return p50_p99(times)
+
+
+def p50_p99(times: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile of ``times``."""
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 async def floor(url: str, samples: int) -> tuple[float, float]:
@@ -257,8 +280,7 @@ async def floor(url: str, samples: int) -> tuple[float, float]:
     finally:
         echo.kill()
         echo.wait()
-    times.sort()
-    return statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
+    return p50_p99(times)
 
 
 async def _echo(url: str) -> None:

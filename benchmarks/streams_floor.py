@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -138,37 +139,16 @@ async def one_at_a_time(url: str, samples: int) -> tuple[float, float]:
     async with client:
         await _fresh(client)
         process = _spawn_worker(url)
-        waiting: dict[str, trio.Event] = {}
-
-        async def listen() -> None:
-            async with client.pubsub(patterns=["floor:done:*"]) as pubsub:
-                async for message in pubsub:
-                    if message.get("type") != "pmessage":
-                        continue
-                    event = waiting.pop(str(message["channel"]).removeprefix("floor:done:"), None)
-                    if event is not None:
-                        event.set()
-
-        times: list[float] = []
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(listen)
-                await trio.sleep(0.2)  # the subscription is in place
-                for i in range(samples + 10):
-                    job = _job(i)
-                    done = waiting[job["id"]] = trio.Event()
-                    began = time.perf_counter()
-                    await client.xadd(STREAM, job)
-                    with trio.fail_after(30):
-                        await done.wait()
-                    if i >= 10:  # the worker's start-up and first reads
-                        times.append((time.perf_counter() - began) * 1000)
-                nursery.cancel_scope.cancel()
+
+            def enqueue(i: int) -> tuple[str, Awaitable[object]]:
+                job = _job(i)
+                return job["id"], client.xadd(STREAM, job)
+
+            return await redis_path.pushed_round_trips(client, "floor:done:", samples, enqueue)
         finally:
             process.kill()
             process.wait()
-    times.sort()
-    return statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
 
 
 async def run(count: int, rounds: int, samples: int) -> None:

@@ -540,10 +540,12 @@ def create_manager(
     on_error: ErrorHandler | None,
     recent_limit: int,
     instruments: InstrumentSet | None,
+    max_threads: int | None = None,
 ) -> TaskManager:
-    """A manager, not yet open, from options already checked (``TaskMiddleware`` checks them
-    when it is made): the app manager of the ASGI layer, which shares one
-    :class:`InstrumentSet` with its request managers. ``TaskManagerContext(manager)`` opens it.
+    """A manager, not yet open, from options already checked: what
+    :func:`open_task_manager` opens, and the ASGI layer's app manager (``TaskMiddleware``
+    checks its options when it is made; its manager shares one :class:`InstrumentSet` with
+    its request managers). ``TaskManagerContext(manager)`` opens it.
     """
     return TaskManager._create(
         name=name,
@@ -552,6 +554,7 @@ def create_manager(
         grace_period=grace_period,
         shield_timeout=shield_timeout,
         on_error=on_error,
+        max_threads=max_threads,
         recent_limit=recent_limit,
         instruments=instruments,
     )
@@ -602,7 +605,7 @@ def open_task_manager(
         )
     check_handler("on_error", on_error)
     return TaskManagerContext(
-        TaskManager._create(
+        create_manager(
             name=name,
             max_running=max_running,
             max_pending=max_pending,
