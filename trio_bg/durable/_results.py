@@ -2,20 +2,20 @@
 
 Results are **pushed**: streaq publishes each stored result on its channel, in the pipeline
 that stores it, and :meth:`ResultPoller.listen` (one pattern subscription per queue) applies it
-to its handle at once. The polling rounds are the fallback (a message lost with a connection),
-and what refreshes the ``state`` of unfinished handles and notices lost jobs.
+to its job state at once. The polling rounds are the fallback (a message lost with a connection),
+and what refreshes the ``state`` of unfinished jobs and notices lost jobs.
 
 streaq's own ``Task.result()`` opens a pub/sub subscription per call (about 100 ms each to close,
-and 100 concurrent calls exhaust the pool and hang). Instead every unfinished handle of the
-process is in one table (weakly: a handle nobody holds is not polled), and one loop asks Redis
-about them in one pipeline per round (MGET of the result keys and progress keys, SMISMEMBER of
-the running set), then wakes the waiters of the jobs that finished.
+and 100 concurrent calls exhaust the pool and hang). Instead every unfinished job of the
+process is in one table (its ``JobState``, weakly: a job no handle holds is not polled), and
+one loop asks Redis about them in one pipeline per round (MGET of the result keys and progress
+keys, SMISMEMBER of the running set), then wakes the waiters of the jobs that finished.
 
-What a round asks about: every handle that somebody is **awaiting** (``get()``/``wait()``), and
+What a round asks about: every job that somebody is **awaiting** (``get()``/``wait()``), and
 a slice of the others, so that each of those is asked about once every :data:`SWEEP_ROUNDS`
-rounds. Rounds run every ``poll_interval`` seconds while any handle is awaited (at once when a
+rounds. Rounds run every ``poll_interval`` seconds while any job is awaited (at once when a
 wait begins: a finished job answers in one round trip); while none is, one round every
-``SWEEP_ROUNDS`` intervals asks about all of them (the same pace per handle, and no round per
+``SWEEP_ROUNDS`` intervals asks about all of them (the same pace per job, and no round per
 enqueue for an app that drops its handles). A lost job (Redis has neither it nor its result) is
 noticed within 20 rounds if awaited, 400 otherwise; with none, the loop sleeps.
 
@@ -47,11 +47,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_bg.durable")
 
 _EARLY = 256
-"""Published results kept for handles not followed yet (a fast job, or another process's)."""
+"""Published results kept for jobs not followed yet (a fast job, or another process's)."""
 _CHUNK = 1000
 """Jobs per pipeline round trip."""
 SWEEP_ROUNDS = 20
-"""A handle nobody awaits is asked about once every this many rounds (a slice of them per round),
+"""A job nobody awaits is asked about once every this many rounds (a slice of them per round),
 an awaited one every round. Every this many rounds, a round also asks whether the jobs it asks
 about still exist (EXISTS on their data): every 20 rounds for an awaited job, every 400 for
 the others."""
@@ -63,7 +63,7 @@ class ResultPoller:
     def __init__(self, *, queue_name: str, poll_interval: float) -> None:
         self._queue_name = queue_name
         self._poll_interval = poll_interval
-        self._handles: weakref.WeakValueDictionary[str, JobState] = weakref.WeakValueDictionary()
+        self._followed: weakref.WeakValueDictionary[str, JobState] = weakref.WeakValueDictionary()
         self._awaited: dict[str, int] = {}
         """Job id -> how many tasks are in ``wait()`` on it now."""
         self._aborts: list[JobState] = []
@@ -71,71 +71,71 @@ class ResultPoller:
         """Results published for jobs not followed (yet): the newest :data:`_EARLY`."""
         self._wake = trio.Event()
         self._sweep_at = 0
-        """Where the next slice of the handles nobody awaits starts."""
+        """Where the next slice of the jobs nobody awaits starts."""
         self._sweeps = 0
-        """Passes begun over the handles nobody awaits."""
+        """Passes begun over the jobs nobody awaits."""
         self._rounds = 0
         self._closed = False
         self._empty = False
-        """The loop waits for a first handle to follow (a follow wakes it only then)."""
+        """The loop waits for a first job to follow (a follow wakes it only then)."""
 
     @property
     def watched(self) -> int:
-        """How many unfinished handles the poller follows."""
-        return len(self._handles)
+        """How many unfinished jobs the poller follows."""
+        return len(self._followed)
 
     @property
     def awaited(self) -> int:
         """How many of them somebody is waiting on."""
         return len(self._awaited)
 
-    def watch(self, handle: JobState) -> None:
-        """A task starts waiting on ``handle``: ask about it every round, and poll at once.
+    def watch(self, job: JobState) -> None:
+        """A task starts waiting on ``job``: ask about it every round, and poll at once.
 
         Pair every call with :meth:`unwatch` when the wait ends (however it ends).
         """
         if self._closed:
-            handle.closed()
+            job.closed()
             return
-        self._handles[handle.id] = handle
-        self._awaited[handle.id] = self._awaited.get(handle.id, 0) + 1
+        self._followed[job.id] = job
+        self._awaited[job.id] = self._awaited.get(job.id, 0) + 1
         self._wake.set()
 
-    def unwatch(self, handle: JobState) -> None:
-        """A wait on ``handle`` ended: once nobody waits, it is only swept."""
-        waiters = self._awaited.get(handle.id, 0) - 1
+    def unwatch(self, job: JobState) -> None:
+        """A wait on ``job`` ended: once nobody waits, it is only swept."""
+        waiters = self._awaited.get(job.id, 0) - 1
         if waiters > 0:
-            self._awaited[handle.id] = waiters
+            self._awaited[job.id] = waiters
         else:
-            self._awaited.pop(handle.id, None)
+            self._awaited.pop(job.id, None)
 
-    def follow(self, handle: JobState) -> None:
-        """Follow ``handle`` from the next round on (an enqueue: no round at once)."""
-        early = self._early.pop(handle.id, None)
+    def follow(self, job: JobState) -> None:
+        """Follow ``job`` from the next round on (an enqueue: no round at once)."""
+        early = self._early.pop(job.id, None)
         if not self._closed:
-            self._handles[handle.id] = handle
+            self._followed[job.id] = job
             if self._empty:
                 self._wake.set()
             if early is not None:  # its result was published before the enqueue returned
-                self._apply(handle, early)
+                self._apply(job, early)
 
-    def abort(self, handle: JobState) -> None:
-        """Send an abort for ``handle``'s job in a round at once."""
+    def abort(self, job: JobState) -> None:
+        """Send an abort for ``job``'s job in a round at once."""
         if self._closed:
-            handle.closed()
+            job.closed()
             return
-        self._aborts.append(handle)
-        self._handles[handle.id] = handle
+        self._aborts.append(job)
+        self._followed[job.id] = job
         self._wake.set()
 
     def close(self) -> None:
         """Stop following; wake every waiter (they raise QueueUnavailable)."""
         self._closed = True
-        handles = list(self._handles.values())
-        self._handles.clear()
+        jobs = list(self._followed.values())
+        self._followed.clear()
         self._awaited.clear()
-        for handle in handles:
-            handle.closed()
+        for job in jobs:
+            job.closed()
 
     async def run(self, worker: Worker[Any]) -> None:
         """Poll until cancelled (the queue's close). A Redis error is logged (once per outage)
@@ -143,14 +143,14 @@ class ResultPoller:
         waiting. Cancellation ends the loop at its next checkpoint."""
         failing = False
         while True:
-            if not self._handles and not self._aborts:
+            if not self._followed and not self._aborts:
                 self._empty = True
                 await self._wake.wait()
                 self._empty = False
                 if not self._awaited and not self._aborts:
-                    # A first handle followed, nobody waits: its result comes pushed, and the
+                    # A first job followed, nobody waits: its result comes pushed, and the
                     # fallback round comes at the idle pace, not at once (an app that enqueues
-                    # and drops each handle would pay a round per enqueue).
+                    # and drops each job would pay a round per enqueue).
                     self._wake = trio.Event()
                     with trio.move_on_after(self._poll_interval * SWEEP_ROUNDS):
                         await self._wake.wait()
@@ -174,8 +174,8 @@ class ResultPoller:
                 logger.info("durable queue %r: Redis reachable again", self._queue_name)
                 failing = False
             # Nobody waits: results come pushed (listen), so a round every poll interval would
-            # only repeat what the sweep does; one round asks about every followed handle once
-            # per SWEEP_ROUNDS intervals instead (the same pace per handle, not 20 small rounds:
+            # only repeat what the sweep does; one round asks about every followed job once
+            # per SWEEP_ROUNDS intervals instead (the same pace per job, not 20 small rounds:
             # an app that enqueues and drops its handles pays no round per enqueue).
             idle = not self._awaited and not self._aborts
             with trio.move_on_after(self._poll_interval * (SWEEP_ROUNDS if idle else 1)):
@@ -202,7 +202,7 @@ class ResultPoller:
             await trio.sleep(max(self._poll_interval, 0.5))
 
     async def _pushed(self, worker: Worker[Any], prefix: str, message: object) -> None:
-        """One published result: apply it to its handle, if this process follows that job."""
+        """One published result: apply it to its job, if this process follows that job."""
         if not isinstance(message, dict):
             return
         fields = cast("dict[str, object]", message)
@@ -210,29 +210,29 @@ class ResultPoller:
         if not isinstance(channel, str | bytes):
             return
         job_id = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix(prefix)
-        handle = self._handles.get(job_id)
+        job = self._followed.get(job_id)
         data = fields.get("data")
-        if handle is None:
+        if job is None:
             # Another process's job (left undecoded), or a fast job that finished before its
-            # enqueue returned and its handle was followed: keep the newest a moment.
+            # enqueue returned and its job was followed: keep the newest a moment.
             self._early[job_id] = data
             if len(self._early) > _EARLY:
                 self._early.popitem(last=False)
             return
-        if not handle.done:
-            self._apply(handle, data)
+        if not job.done:
+            self._apply(job, data)
 
-    def _apply(self, handle: JobState, data: object) -> None:
-        """A published result for ``handle``: ``data`` as streaq stored it (JSON)."""
+    def _apply(self, job: JobState, data: object) -> None:
+        """A published result for ``job``: ``data`` as streaq stored it (JSON)."""
         try:
             decoded: object = loads(cast("str | bytes", data))
         except (TypeError, ValueError):  # not a result this code can read: the poller will look
             return
         if isinstance(decoded, dict):
             record = cast("dict[str, Any]", decoded)
-            if handle.accepts(record):
-                handle.seen_result(record)
-                self._handles.pop(handle.id, None)
+            if job.accepts(record):
+                job.seen_result(record)
+                self._followed.pop(job.id, None)
 
     async def _round(self, worker: Worker[Any], *, whole: bool = False) -> None:
         if self._aborts:
@@ -243,10 +243,10 @@ class ResultPoller:
         check_missing = self._rounds % SWEEP_ROUNDS == 0
         awaited: list[JobState] = []
         others: list[JobState] = []
-        for handle in self._handles.values():
-            if not handle.done:
-                (awaited if handle.id in self._awaited else others).append(handle)
-        if whole:  # nobody waits: every followed handle, once (see run)
+        for job in self._followed.values():
+            if not job.done:
+                (awaited if job.id in self._awaited else others).append(job)
+        if whole:  # nobody waits: every followed job, once (see run)
             self._sweeps += 1
             swept, check_swept = others, self._sweeps % SWEEP_ROUNDS == 0
         else:
@@ -257,7 +257,7 @@ class ResultPoller:
             await self._poll(worker, swept[start : start + _CHUNK], check_swept)
 
     def _sweep(self, others: list[JobState]) -> tuple[list[JobState], bool]:
-        """The next slice of the handles nobody awaits (each comes up about every
+        """The next slice of the jobs nobody awaits (each comes up about every
         SWEEP_ROUNDS rounds), and whether to check that their jobs exist (every SWEEP_ROUNDS
         passes over them all)."""
         if not others:
@@ -272,10 +272,8 @@ class ResultPoller:
         self._sweep_at = start + size
         return others[start : start + size], self._sweeps % SWEEP_ROUNDS == 0
 
-    async def _poll(
-        self, worker: Worker[Any], handles: list[JobState], check_missing: bool
-    ) -> None:
-        ids = [h.id for h in handles]
+    async def _poll(self, worker: Worker[Any], jobs: list[JobState], check_missing: bool) -> None:
+        ids = [h.id for h in jobs]
         # One transaction: a job that finishes between the MGET and the EXISTS of a pipeline
         # would otherwise look lost (no result read, no data left).
         async with worker.redis.pipeline(transaction=True) as pipe:
@@ -287,28 +285,28 @@ class ResultPoller:
         raw_progress = await reported
         is_running = await running
         present = [await e for e in exists]
-        for index, (handle, raw) in enumerate(zip(handles, raw_results, strict=True)):
+        for index, (job, raw) in enumerate(zip(jobs, raw_results, strict=True)):
             progress = decode_progress(raw_progress[index])
             if progress is not None:
-                handle.seen_progress(progress)
+                job.seen_progress(progress)
             if raw is not None:
                 decoded: object = await worker.deserialize(raw)
                 record = cast("dict[str, Any]", decoded) if isinstance(decoded, dict) else None
-                if record is not None and handle.accepts(record):
-                    handle.seen_result(record)
-                    self._handles.pop(handle.id, None)
+                if record is not None and job.accepts(record):
+                    job.seen_result(record)
+                    self._followed.pop(job.id, None)
                     continue
             if is_running[index]:
-                handle.seen_running()
+                job.seen_running()
             elif present and not present[index] and raw is None:
-                handle.seen_missing()
-                self._handles.pop(handle.id, None)
+                job.seen_missing()
+                self._followed.pop(job.id, None)
 
 
-async def _send_aborts(worker: Worker[Any], handles: list[JobState]) -> None:
+async def _send_aborts(worker: Worker[Any], jobs: list[JobState]) -> None:
     """Abort the jobs: SADD to the abort set (a worker cancels a running job within about
     0.5 s, or drops a queued one when it reaches it); a delayed job is removed at once."""
-    ids = [h.id for h in handles]
+    ids = [h.id for h in jobs]
     async with worker.redis.pipeline(transaction=True) as pipe:
         pipe.sadd(abort_key(worker), ids)
         removed = [[pipe.zrem(worker.queue_key + p, [i]) for p in worker.priorities] for i in ids]
@@ -320,6 +318,6 @@ async def _send_aborts(worker: Worker[Any], handles: list[JobState]) -> None:
         async with worker.redis.pipeline(transaction=True) as pipe:
             pipe.delete([worker.task_key + i for i in gone])
             pipe.srem(abort_key(worker), gone)
-        for handle in handles:
-            if handle.id in gone:
-                handle.finish(TaskState.CANCELLED, None)
+        for job in jobs:
+            if job.id in gone:
+                job.finish(TaskState.CANCELLED, None)
